@@ -1,0 +1,156 @@
+"""The websocket protocol: client frames in (validated), server frames out.
+
+Client → server (JSON text frames)::
+
+    {"type": "query", "id": "q1", "text": "…", "top_k": 5, "filters": {"lang": "en"}}
+    {"type": "cancel", "id": "q1"}
+    {"type": "ping"}
+
+Server → client, per client ``id``: ``ack`` (with the ``query_id``), ``sources``,
+many ``token`` (``delta``), then ``done`` (``timings_ms``) or ``error`` (``code``,
+``message``, ``error_id``); ``pong`` answers ``ping``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from query_gateway.errors import (
+    BadFrame,
+    FrameTooLarge,
+    GatewayError,
+    InvalidQuery,
+    QueryTooLong,
+    UnknownType,
+)
+from schemas.events import AnswerEvent, Source
+
+TOP_K_MAX = 20
+
+ClientId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+FilterKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+FilterValue = Annotated[str, StringConstraints(max_length=256)] | int | float | bool
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class QueryFrame(_Frame):
+    type: Literal["query"]
+    id: ClientId
+    text: str
+    top_k: int = Field(5, ge=1, le=TOP_K_MAX)
+    filters: dict[FilterKey, FilterValue] = Field(default_factory=dict, max_length=32)
+
+
+class CancelFrame(_Frame):
+    type: Literal["cancel"]
+    id: ClientId
+
+
+class PingFrame(_Frame):
+    type: Literal["ping"]
+
+
+ClientFrame = QueryFrame | CancelFrame | PingFrame
+
+_FRAMES: dict[str, type[QueryFrame] | type[CancelFrame] | type[PingFrame]] = {
+    "query": QueryFrame,
+    "cancel": CancelFrame,
+    "ping": PingFrame,
+}
+
+
+def parse_frame(raw: str | bytes, *, max_frame_bytes: int, max_query_chars: int) -> ClientFrame:
+    """Validate one client frame; raise a :class:`FrameRefused` child naming the problem."""
+    if isinstance(raw, bytes):
+        raise BadFrame("binary frames are not supported: send JSON text frames")
+    size = len(raw.encode("utf-8", errors="replace"))
+    if size > max_frame_bytes:
+        raise FrameTooLarge(f"frame is {size} bytes; the limit is {max_frame_bytes} bytes")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadFrame(f"frame is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadFrame(f"frame must be a JSON object, got {type(data).__name__}")
+    raw_id = data.get("id")
+    client_id = raw_id if isinstance(raw_id, str) and 0 < len(raw_id) <= 128 else None
+    kind = data.get("type")
+    model = _FRAMES.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise UnknownType(
+            f"unknown frame type {kind!r}: expected one of {', '.join(_FRAMES)}",
+            client_id=client_id,
+        )
+    try:
+        frame = model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidQuery(f"invalid {kind} frame: {_problems(exc)}", client_id=client_id) from None
+    if isinstance(frame, QueryFrame):
+        if not frame.text.strip():
+            raise InvalidQuery("invalid query frame: text is empty", client_id=client_id)
+        if len(frame.text) > max_query_chars:
+            raise QueryTooLong(
+                f"query text is {len(frame.text)} characters; the limit is {max_query_chars}",
+                client_id=client_id,
+            )
+    return frame
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(frame)'}: {err['msg']}" for err in exc.errors()
+    )
+
+
+# -- server frames -------------------------------------------------------------------------
+
+
+def dumps(frame: dict[str, Any]) -> str:
+    return orjson.dumps(frame).decode("utf-8")
+
+
+def ack(client_id: str, query_id: str) -> dict[str, Any]:
+    return {"type": "ack", "id": client_id, "query_id": query_id}
+
+
+def sources(client_id: str, items: list[Source]) -> dict[str, Any]:
+    return {"type": "sources", "id": client_id, "sources": [s.model_dump(mode="json") for s in items]}
+
+
+def token(client_id: str, delta: str) -> dict[str, Any]:
+    return {"type": "token", "id": client_id, "delta": delta}
+
+
+def done(client_id: str, timings_ms: dict[str, float]) -> dict[str, Any]:
+    return {"type": "done", "id": client_id, "timings_ms": timings_ms}
+
+
+def error(client_id: str | None, code: str, message: str, error_id: str) -> dict[str, Any]:
+    return {"type": "error", "id": client_id, "code": code, "message": message, "error_id": error_id}
+
+
+def error_from(exc: GatewayError, error_id: str, client_id: str | None = None) -> dict[str, Any]:
+    return error(client_id if client_id is not None else exc.client_id, exc.code, exc.message, error_id)
+
+
+def pong() -> dict[str, Any]:
+    return {"type": "pong"}
+
+
+def answer_frame(client_id: str, event: AnswerEvent) -> dict[str, Any]:
+    """The frame a client sees for one answer event (``done`` timings as sent by the answerer)."""
+    if event.kind == "sources":
+        return sources(client_id, event.sources)
+    if event.kind == "token":
+        return token(client_id, event.delta)
+    if event.kind == "done":
+        return done(client_id, dict(event.timings_ms))
+    if event.error is not None:
+        return error(client_id, event.error.code, event.error.message, event.error.error_id)
+    return error(client_id, "answer_failed", "the answerer reported an error without details", event.event_id)

@@ -1,0 +1,1 @@
+"""Event contracts of the AI-Chat pipeline (models, codec, generated JSON Schema)."""

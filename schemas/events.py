@@ -1,0 +1,181 @@
+"""Event contracts: one pydantic model per topic (see ARCHITECTURE.md).
+
+Every event carries ``schema_version``, ``event_id``, ``trace_id`` and
+``produced_at``. Version rules (``schemas/README.md``): adding an optional field
+keeps ``schema_version``; removing or retyping a field raises it, and consumers
+dead-letter versions they do not know.
+
+The JSON Schema files in ``schemas/json/`` are generated from these models
+(``python -m schemas.generate``); a unit test fails when they drift.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+SCHEMA_VERSION = 1
+
+#: namespace of deterministic chunk ids: uuid5(CHUNK_NAMESPACE, f"{doc_id}:{version}:{seq}")
+CHUNK_NAMESPACE = uuid.UUID("6f1c1f5e-3c1e-4b5e-9a57-2b6f0c0a7e11")
+
+Scalar = str | int | float | bool
+Metadata = dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], Scalar]
+DocId = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+Tenant = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def chunk_uuid(doc_id: str, version: int, seq: int) -> str:
+    """Deterministic chunk id: a replayed chunk overwrites itself."""
+    return str(uuid.uuid5(CHUNK_NAMESPACE, f"{doc_id}:{version}:{seq}"))
+
+
+class Event(BaseModel):
+    """Fields common to every event."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=False)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str = Field(default_factory=new_id, description="UUID of this event")
+    trace_id: str = Field(
+        default_factory=new_id,
+        min_length=1,
+        max_length=128,
+        description="follows a document or a query through every hop",
+    )
+    produced_at: datetime = Field(default_factory=utc_now, description="UTC, RFC 3339")
+
+
+class DocumentEvent(Event):
+    """``documents`` topic, keyed by ``doc_id``, compacted: the source of truth."""
+
+    op: Literal["upsert", "delete"] = "upsert"
+    doc_id: DocId
+    tenant: Tenant = "default"
+    version: int = Field(ge=0, description="monotonic per document; the higher wins")
+    title: str = Field("", max_length=1_000)
+    text: str = Field("", description="full text; empty for op=delete")
+    content_type: str = "text/plain"
+    source_uri: str = ""
+    metadata: Metadata = Field(default_factory=dict, description="flat, scalar values")
+
+
+class ChunkEvent(Event):
+    """``chunks`` topic, keyed by ``doc_id``."""
+
+    chunk_id: str
+    doc_id: DocId
+    tenant: Tenant = "default"
+    version: int = Field(ge=0)
+    seq: int = Field(ge=0)
+    n_chunks: int = Field(ge=1)
+    text: str = Field(min_length=1)
+    char_start: int = Field(ge=0)
+    char_end: int = Field(ge=0)
+    title: str = ""
+    source_uri: str = ""
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class EmbeddedChunk(ChunkEvent):
+    """``embeddings`` topic: the chunk plus its vector (little-endian float32, base64)."""
+
+    vector: str = Field(description="base64 of little-endian float32 values")
+    dim: int = Field(ge=1)
+    model: str
+
+
+class ReplyRoute(BaseModel):
+    """Where the answerer sends the answer events of one query: the asking gateway's partition."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    partition: int = Field(ge=0)
+
+
+class QueryEvent(Event):
+    """``queries`` topic, keyed by ``query_id``."""
+
+    query_id: str = Field(default_factory=new_id)
+    session_id: str = ""
+    tenant: Tenant = "default"
+    user: str = "anonymous"
+    text: str = Field(min_length=1, max_length=4_000)
+    top_k: int = Field(5, ge=1, le=200)
+    filters: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")], Scalar] = Field(
+        default_factory=dict, description="metadata equality filters"
+    )
+    reply_to: ReplyRoute
+    variant: str = "default"
+    deadline: datetime = Field(description="answer by then or end with an error")
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    doc_id: str
+    chunk_id: str
+    title: str = ""
+    score: float
+    snippet: str = ""
+    source_uri: str = ""
+
+
+class AnswerError(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    message: str
+    error_id: str = Field(default_factory=new_id)
+
+
+AnswerKind = Literal["sources", "token", "done", "error"]
+
+
+class AnswerEvent(Event):
+    """``answers`` topic, on the partition named by the query's ``reply_to``."""
+
+    query_id: str
+    seq: int = Field(ge=0, description="order of this event within the query's answer")
+    kind: AnswerKind
+    delta: str = ""
+    sources: list[Source] = Field(default_factory=list)
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    error: AnswerError | None = None
+
+
+class DeadLetter(Event):
+    """``dlq`` topic: an input that could not be processed, and why."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None = Field(None, description="original key, UTF-8 (invalid bytes replaced)")
+    value: str = Field(description="original value, UTF-8 (invalid bytes replaced), cut at 64 KiB")
+    value_truncated: bool = False
+    agent: str
+    error_type: str
+    message: str
+
+
+#: topic name (without prefix) → event model carried on it
+TOPIC_EVENTS: dict[str, type[Event]] = {
+    "documents": DocumentEvent,
+    "chunks": ChunkEvent,
+    "embeddings": EmbeddedChunk,
+    "queries": QueryEvent,
+    "answers": AnswerEvent,
+    "dlq": DeadLetter,
+}

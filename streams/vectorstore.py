@@ -1,0 +1,198 @@
+"""Weaviate as the vector store: idempotent chunk upserts and hybrid search.
+
+One :class:`WeaviateStore` per process owns one async client (``start``/``stop``).
+Every batch result is checked object by object: a failed object raises
+:class:`~streams.errors.EffectFailed` (or ``DependencyUnavailable`` when the
+server is unreachable), never a silent partial write. Filters are built only
+through the client's typed filter API, never by string concatenation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import weaviate
+from weaviate.classes.data import DataObject
+from weaviate.classes.query import Filter, MetadataQuery
+from weaviate.exceptions import WeaviateBaseError, WeaviateConnectionError, WeaviateQueryError
+
+from schemas.events import EmbeddedChunk, Scalar
+from streams.config import WeaviateSettings
+from streams.errors import DependencyUnavailable, EffectFailed
+from streams.generation import Passage
+
+log = logging.getLogger(__name__)
+
+COLLECTION_FILE = Path(__file__).resolve().parent.parent / "infra" / "weaviate" / "collection.json"
+_RETURN_PROPS = ["doc_id", "tenant", "version", "seq", "title", "text", "source_uri", "metadata_json"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkVector:
+    """What the indexer writes: one embedded chunk with its vector as floats."""
+
+    chunk: EmbeddedChunk
+    vector: Sequence[float]
+
+
+class VectorStore(Protocol):
+    async def upsert(self, items: Sequence[ChunkVector]) -> None: ...
+
+    async def hybrid_search(
+        self,
+        text: str,
+        vector: Sequence[float],
+        *,
+        tenant: str,
+        top_k: int,
+        alpha: float,
+        filters: Mapping[str, Scalar] | None = None,
+    ) -> list[Passage]: ...
+
+
+def collection_definition(name: str) -> dict[str, Any]:
+    definition: dict[str, Any] = orjson.loads(COLLECTION_FILE.read_bytes())
+    definition["class"] = name
+    return definition
+
+
+def build_filter(tenant: str, filters: Mapping[str, Scalar] | None) -> Any:
+    """Tenant filter AND metadata equality filters, through the typed API only.
+
+    Metadata lives in the chunk's ``metadata_json`` (not filterable per key yet), so
+    only the collection's own scalar properties can be filtered on; others are refused.
+    """
+    clause = Filter.by_property("tenant").equal(tenant)
+    for key, value in (filters or {}).items():
+        if key not in _FILTERABLE:
+            raise EffectFailed(f"cannot filter on {key!r}; filterable: {sorted(_FILTERABLE)}")
+        clause = clause & Filter.by_property(key).equal(value)
+    return clause
+
+
+_FILTERABLE = frozenset({"doc_id", "source_uri", "version"})
+
+
+class WeaviateStore:
+    def __init__(self, settings: WeaviateSettings) -> None:
+        self.settings = settings
+        self._client: weaviate.WeaviateAsyncClient | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        auth = (
+            weaviate.auth.AuthApiKey(s.weaviate_api_key.get_secret_value())
+            if s.weaviate_api_key
+            else None
+        )
+        client = weaviate.use_async_with_local(
+            host=s.weaviate_host,
+            port=s.weaviate_http_port,
+            grpc_port=s.weaviate_grpc_port,
+            auth_credentials=auth,
+            skip_init_checks=False,
+        )
+        try:
+            await client.connect()
+            await self.ensure_collection(client)
+        except WeaviateConnectionError as exc:
+            await client.close()
+            raise DependencyUnavailable(f"Weaviate at {s.weaviate_host}:{s.weaviate_http_port}: {exc}") from exc
+        self._client = client
+        log.info("connected to Weaviate %s:%s, collection %s", s.weaviate_host, s.weaviate_http_port, s.weaviate_collection)
+
+    async def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    async def ensure_collection(self, client: weaviate.WeaviateAsyncClient) -> None:
+        name = self.settings.weaviate_collection
+        if not await client.collections.exists(name):
+            await client.collections.create_from_dict(collection_definition(name))
+            log.info("created Weaviate collection %s", name)
+
+    @property
+    def _collection(self) -> Any:
+        if self._client is None:
+            raise RuntimeError("WeaviateStore used before start()")
+        return self._client.collections.use(self.settings.weaviate_collection)
+
+    async def upsert(self, items: Sequence[ChunkVector]) -> None:
+        objects = [
+            DataObject(
+                uuid=item.chunk.chunk_id,
+                vector=list(item.vector),
+                properties={
+                    "doc_id": item.chunk.doc_id,
+                    "tenant": item.chunk.tenant,
+                    "version": item.chunk.version,
+                    "seq": item.chunk.seq,
+                    "n_chunks": item.chunk.n_chunks,
+                    "title": item.chunk.title,
+                    "text": item.chunk.text,
+                    "char_start": item.chunk.char_start,
+                    "char_end": item.chunk.char_end,
+                    "source_uri": item.chunk.source_uri,
+                    "trace_id": item.chunk.trace_id,
+                    "metadata_json": orjson.dumps(item.chunk.metadata).decode(),
+                },
+            )
+            for item in items
+        ]
+        try:
+            result = await self._collection.data.insert_many(objects)
+        except WeaviateConnectionError as exc:
+            raise DependencyUnavailable(f"Weaviate unreachable: {exc}") from exc
+        except WeaviateBaseError as exc:
+            raise DependencyUnavailable(f"Weaviate batch failed: {exc}") from exc
+        if result.has_errors:
+            first_index, first = next(iter(result.errors.items()))
+            raise EffectFailed(
+                f"{len(result.errors)} of {len(objects)} objects failed; "
+                f"first (chunk {objects[first_index].uuid}): {first.message}"
+            )
+
+    async def hybrid_search(
+        self,
+        text: str,
+        vector: Sequence[float],
+        *,
+        tenant: str,
+        top_k: int,
+        alpha: float,
+        filters: Mapping[str, Scalar] | None = None,
+    ) -> list[Passage]:
+        try:
+            result = await self._collection.query.hybrid(
+                query=text,
+                vector=list(vector),
+                alpha=alpha,
+                limit=top_k,
+                filters=build_filter(tenant, filters),
+                return_metadata=MetadataQuery(score=True),
+                return_properties=_RETURN_PROPS,
+            )
+        except (WeaviateConnectionError, WeaviateQueryError) as exc:
+            raise DependencyUnavailable(f"Weaviate search failed: {exc}") from exc
+        return [
+            Passage(
+                doc_id=str(obj.properties["doc_id"]),
+                chunk_id=str(obj.uuid),
+                title=str(obj.properties.get("title") or ""),
+                text=str(obj.properties.get("text") or ""),
+                score=float(obj.metadata.score or 0.0),
+                source_uri=str(obj.properties.get("source_uri") or ""),
+            )
+            for obj in result.objects
+        ]
+
+    async def count(self, tenant: str | None = None) -> int:
+        where = Filter.by_property("tenant").equal(tenant) if tenant else None
+        result = await self._collection.aggregate.over_all(total_count=True, filters=where)
+        return int(result.total_count or 0)
