@@ -1,0 +1,1 @@
+"""Producer SDK and CLI: publish documents onto the ``documents`` topic."""

@@ -1,0 +1,37 @@
+"""The Faust app, built from settings by the worker entry point.
+
+Declared top to bottom: settings → app → topics (streams/topics.py) → agents
+(streams/agents/*, each with a ``register(app, ctx)``) → worker (streams/worker.py).
+One app id per worker *role* ("pipeline", "shipper") is one consumer group, so
+the shipper's lag never holds back the pipeline's commits.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from streams.config import WorkerSettings
+
+
+def create_app(settings: WorkerSettings, role: str) -> faust.App:
+    brokers = ";".join(f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(","))
+    return faust.App(
+        f"{settings.topic_prefix}aichat-{role}",
+        broker=brokers,
+        store="memory://",
+        autodiscover=False,
+        datadir=str(settings.worker_data_dir / role),
+        # topics come from infra/kafka/topics.toml (created before the app starts)
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        # at-least-once: wait for all in-sync replicas, start from the beginning
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        # inference runs in a thread, but one embedding batch may still take seconds
+        broker_max_poll_interval=300.0,
+        stream_wait_empty=False,
+        web_bind="127.0.0.1",
+        web_port=settings.worker_web_port,
+        web_enabled=True,
+    )

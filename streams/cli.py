@@ -1,0 +1,84 @@
+"""The ``aichat`` command: one entry point, one sub-command per job.
+
+    aichat up                      the whole system on this machine (stack, workers, gateway)
+    aichat stack up|down|status    the local Kafka, Elasticsearch and Weaviate
+    aichat worker --role R         one Faust worker (roles: streams/agents/__init__.py)
+    aichat gateway                 the websocket gateway
+    aichat ingest PATH…            publish documents
+    aichat ask "question"          ask over the websocket and print the streamed answer
+
+Settings come from ``AICHAT_*`` environment variables and ``.env`` (streams/config.py);
+logging is configured here, once, for the whole process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from streams.errors import ConfigError
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from streams.config import WorkerSettings, load_settings
+    from streams.worker import run
+
+    overrides = {"worker_web_port": args.web_port} if args.web_port else {}
+    return run(load_settings(WorkerSettings, **overrides), args.role)
+
+
+def _up(args: argparse.Namespace) -> int:
+    from streams.up import run_up
+
+    return run_up(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from infra import cli as infra_cli
+    from ingest import cli as ingest_cli
+    from query_gateway import cli as gateway_cli
+    from streams.agents import ROLES
+
+    parser = argparse.ArgumentParser(prog="aichat", description="AI-Chat streaming RAG")
+    parser.add_argument("--log-level", default=None, help="override AICHAT_LOG_LEVEL")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="bring the whole system up here and keep it running")
+    up.add_argument("--no-sample", action="store_true", help="do not ingest the sample corpus")
+    up.add_argument("--keep-stack", action="store_true", help="leave Kafka/ES/Weaviate running on exit")
+    up.set_defaults(func=_up)
+
+    worker = sub.add_parser("worker", help="run one Faust worker role")
+    worker.add_argument("--role", choices=sorted(ROLES), default="pipeline")
+    worker.add_argument("--web-port", type=int, default=None, help="/metrics and /health port")
+    worker.set_defaults(func=_worker)
+
+    infra_cli.register(sub)
+    ingest_cli.register(sub)
+    gateway_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from streams.config import ObservabilitySettings, load_settings, log_json
+    from streams.logs import configure_logging
+
+    args = build_parser().parse_args(argv)
+    try:
+        obs = load_settings(ObservabilitySettings)
+        configure_logging(
+            args.log_level or obs.log_level,
+            service_name=f"aichat-{args.command}",
+            environment=obs.environment,
+            json=log_json(obs),
+        )
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"aichat: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

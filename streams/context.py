@@ -1,0 +1,92 @@
+"""What agents share in one worker: settings, topics, long-lived clients.
+
+:class:`Resources` is a ``mode.Service`` passed to the Faust worker *before* the
+app, so every client is connected (and the model loaded) before any agent sees
+an event, and closed after the app stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import faust
+from mode import Service
+
+from schemas.codec import encode
+from schemas.events import Event
+from streams.config import WorkerSettings
+from streams.embedding import SentenceTransformerEmbedder
+from streams.eventlog import ElasticSink
+from streams.generation import ExtractiveGenerator, Generator
+from streams.metrics import EMITTED, READY
+from streams.topics import Topics
+from streams.vectorstore import WeaviateStore
+
+log = logging.getLogger(__name__)
+
+
+class Lifecycle(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class AgentContext:
+    settings: WorkerSettings
+    app: faust.App
+    topics: Topics
+    embedder: SentenceTransformerEmbedder | None = None
+    store: WeaviateStore | None = None
+    sink: ElasticSink | None = None
+    generator: Generator = field(default_factory=ExtractiveGenerator)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def resources(self) -> list[Lifecycle]:
+        return [r for r in (self.store, self.sink, self.embedder) if r is not None]
+
+    async def send(
+        self,
+        agent: str,
+        topic: Any,
+        key: str,
+        event: Event,
+        *,
+        partition: int | None = None,
+    ) -> Awaitable[Any]:
+        """Queue one event for the producer; await the result to wait for the broker's ack."""
+        fut = await topic.send(key=key.encode(), value=encode(event), partition=partition)
+        EMITTED.labels(agent, self.topics.base_name(topic.get_topic_name())).inc()
+        return fut
+
+    @staticmethod
+    async def delivered(futures: Sequence[Awaitable[Any]]) -> None:
+        """Wait until the broker acknowledged every queued event (acks=all)."""
+        if futures:
+            await asyncio.gather(*futures)
+
+
+class Resources(Service):
+    """Starts the context's clients before the app, stops them after it."""
+
+    def __init__(self, ctx: AgentContext, **kwargs: Any) -> None:
+        self.ctx = ctx
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        for resource in self.ctx.resources():
+            log.info("starting %s", type(resource).__name__)
+            await resource.start()
+        self.ctx.started.set()
+        READY.set(1)
+
+    async def on_stop(self) -> None:
+        READY.set(0)
+        for resource in reversed(self.ctx.resources()):
+            try:
+                await resource.stop()
+            except Exception:
+                log.exception("error while stopping %s", type(resource).__name__)

@@ -1,0 +1,38 @@
+"""Prometheus metrics of the workers (units in names, low-cardinality labels)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter(
+    "aichat_agent_events_total", "Events handled by an agent, by outcome", ["agent", "outcome"]
+)
+EMITTED = Counter("aichat_agent_emitted_total", "Events produced by an agent", ["agent", "topic"])
+DEAD_LETTERS = Counter(
+    "aichat_dead_letters_total", "Events sent to the dead-letter topic", ["agent", "error_type"]
+)
+RETRIES = Counter("aichat_agent_retries_total", "Retried attempts after a retriable error", ["agent"])
+HANDLE_SECONDS = Histogram(
+    "aichat_agent_handle_seconds",
+    "Time to handle one event, effects included",
+    ["agent"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+EMBED_SECONDS = Histogram(
+    "aichat_embed_seconds", "Model inference time per call", ["agent"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+UPSERT_SECONDS = Histogram(
+    "aichat_weaviate_upsert_seconds", "Weaviate batch upsert time",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+SEARCH_SECONDS = Histogram(
+    "aichat_weaviate_search_seconds", "Weaviate hybrid search time",
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
+ANSWER_SECONDS = Histogram(
+    "aichat_answer_seconds", "Query received to done event produced, by outcome", ["outcome"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2.5, 5, 10),
+)
+SHIPPED = Counter("aichat_shipper_documents_total", "Documents indexed into Elasticsearch", ["dataset"])
+READY = Gauge("aichat_worker_ready", "1 when every resource of the worker has started")

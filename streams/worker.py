@@ -1,0 +1,102 @@
+"""Run one worker role: create topics, start clients, run the Faust agents.
+
+``aichat worker --role pipeline`` (see :data:`streams.agents.ROLES`). Beside the
+agents the worker serves ``/metrics``, ``/health/live`` and ``/health/ready`` on
+``AICHAT_WORKER_WEB_PORT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+
+import faust
+from faust.contrib.asgi import serve_asgi
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from infra.kafka.topics import ensure_topics
+from streams.agents import ROLES
+from streams.app import create_app
+from streams.config import WorkerSettings
+from streams.context import AgentContext, Resources
+from streams.embedding import SentenceTransformerEmbedder
+from streams.eventlog import ElasticSink
+from streams.topics import Topics
+from streams.vectorstore import WeaviateStore
+
+log = logging.getLogger(__name__)
+
+_NEEDS_MODEL = {"embedder", "answerer"}
+_NEEDS_WEAVIATE = {"indexer", "answerer"}
+_NEEDS_ELASTIC = {"shipper"}
+
+
+def build(settings: WorkerSettings, role: str) -> tuple[faust.App, AgentContext]:
+    """The app with the role's agents registered, and their shared context (not started)."""
+    agents = ROLES[role]
+    app = create_app(settings, role)
+    ctx = AgentContext(settings=settings, app=app, topics=Topics.declare(app, settings))
+    if _NEEDS_MODEL & set(agents):
+        ctx.embedder = SentenceTransformerEmbedder(settings)
+    if _NEEDS_WEAVIATE & set(agents):
+        ctx.store = WeaviateStore(settings)
+    if _NEEDS_ELASTIC & set(agents):
+        ctx.sink = ElasticSink(settings)
+    for name in agents:
+        importlib.import_module(f"streams.agents.{name}").register(app, ctx)
+    serve_asgi(app, health_app(ctx, role), host="127.0.0.1", port=settings.worker_web_port, log_config=None)
+    return app, ctx
+
+
+def health_app(ctx: AgentContext, role: str) -> Starlette:
+    async def live(_: Request) -> Response:
+        return JSONResponse({"status": "ok", "role": role})
+
+    async def ready(_: Request) -> Response:
+        checks = {"resources": ctx.started.is_set()}
+        if ctx.embedder is not None:
+            checks["model"] = ctx.embedder.ready
+        ok = all(checks.values())
+        body = {"status": "ok" if ok else "unavailable", "role": role, "checks": checks}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(
+        routes=[
+            Route("/health/live", live),
+            Route("/health/ready", ready),
+            Route("/metrics", metrics),
+        ]
+    )
+
+
+def run(settings: WorkerSettings, role: str) -> int:
+    """Blocking: runs until SIGTERM/SIGINT. Returns the process exit code."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; choose from {sorted(ROLES)}")
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(ensure_topics(settings))
+    app, ctx = build(settings, role)
+    worker = faust.Worker(
+        app,
+        Resources(ctx, loop=loop),
+        loop=loop,
+        loglevel=settings.log_level,
+        override_logging=False,
+        redirect_stdouts=False,
+        quiet=True,
+    )
+    log.info("starting worker role=%s agents=%s", role, ",".join(ROLES[role]))
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

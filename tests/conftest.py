@@ -1,0 +1,68 @@
+"""Shared fixtures. Integration and e2e tests need the real services
+(``aichat stack up``). When one is unreachable they are skipped on a developer's
+machine with the reason, and *fail* under ``CI=true``: CI never skips them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from streams.config import WorkerSettings, load_settings
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _kafka_reachable(bootstrap: str) -> str | None:
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return None
+    except OSError as exc:
+        return f"Kafka at {bootstrap}: {exc}"
+
+
+def _http_ok(name: str, url: str) -> str | None:
+    try:
+        response = httpx.get(url, timeout=3)
+    except httpx.HTTPError as exc:
+        return f"{name} at {url}: {exc}"
+    return None if response.status_code < 300 else f"{name} at {url}: HTTP {response.status_code}"
+
+
+@pytest.fixture(scope="session")
+def settings() -> WorkerSettings:
+    return load_settings(WorkerSettings)
+
+
+@pytest.fixture(scope="session")
+def services(settings: WorkerSettings) -> WorkerSettings:
+    """The stack's settings, after checking Kafka, Weaviate and Elasticsearch answer."""
+    problems = [
+        p
+        for p in (
+            _kafka_reachable(settings.kafka_bootstrap),
+            _http_ok(
+                "Weaviate",
+                f"http://{settings.weaviate_host}:{settings.weaviate_http_port}/v1/.well-known/ready",
+            ),
+            _http_ok("Elasticsearch", f"{settings.elastic_url}/_cluster/health"),
+        )
+        if p
+    ]
+    if problems:
+        message = "services unreachable (run `aichat stack up`): " + "; ".join(problems)
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return settings
+
+
+@pytest.fixture
+def unique() -> Iterator[str]:
+    """A short unique token for topic prefixes, collection and index names."""
+    yield uuid.uuid4().hex[:10]

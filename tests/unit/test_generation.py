@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from streams.generation import NOTHING_FOUND, ExtractiveGenerator, Passage, terms
+
+
+def _p(i: int, text: str) -> Passage:
+    return Passage(doc_id=f"d{i}", chunk_id=f"c{i}", title=f"T{i}", text=text, score=1.0 / (i + 1))
+
+
+async def _answer(question: str, passages: list[Passage]) -> str:
+    return "".join([t async for t in ExtractiveGenerator().generate(question, passages)])
+
+
+async def test_cites_the_passage_that_answers() -> None:
+    passages = [
+        _p(0, "Meals are covered up to 60 euros per day. Flights are economy."),
+        _p(1, "Every employee receives 25 days of paid vacation per year. Holidays are extra."),
+    ]
+    answer = await _answer("How many vacation days do employees get?", passages)
+    assert "25 days of paid vacation" in answer
+    assert "[2]" in answer
+    assert "60 euros" not in answer
+
+
+async def test_says_plainly_when_nothing_is_relevant() -> None:
+    assert await _answer("quantum chromodynamics?", [_p(0, "Meals are covered.")]) == NOTHING_FOUND
+    assert await _answer("anything", []) == NOTHING_FOUND
+
+
+async def test_korean_question_matches_korean_text() -> None:
+    passages = [_p(0, "모든 직원은 일주일에 최대 3일까지 원격 근무를 할 수 있습니다.")]
+    answer = await _answer("원격 근무는 며칠까지 가능한가요?", passages)
+    assert "3일" in answer and "[1]" in answer
+
+
+async def test_streams_many_tokens_in_reading_order() -> None:
+    passages = [_p(0, "Vacation days accrue monthly. Vacation requests need four weeks notice.")]
+    tokens = [t async for t in ExtractiveGenerator().generate("vacation requests", passages)]
+    assert len(tokens) > 3
+    text = "".join(tokens)
+    assert text.index("accrue") < text.index("requests")
+
+
+def test_terms_drop_stopwords_and_add_hangul_bigrams() -> None:
+    assert "the" not in terms("the vacation")
+    assert {"원격", "격근"} <= terms("원격근무")
