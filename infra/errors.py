@@ -1,9 +1,9 @@
 """Errors of the local stack.
 
-    StackError                  root
-    ├── ProvisionError          a download, build or unpack step failed (names the step)
-    ├── ServiceFailedToStart    a service died or did not become ready (service, log_path)
-    └── PortInUse               a port the stack needs is held by something that is not ours
+StackError                  root
+├── ProvisionError          a download, build or unpack step failed (names the step)
+├── ServiceFailedToStart    a service died or did not become ready (service, log_path)
+└── PortInUse               a port the stack needs is held by something that is not ours
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import signal
 import socket
@@ -17,9 +18,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
-
-import logging
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +97,9 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` detached: new session, stdin from /dev/null, stdout+stderr appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    out: IO[bytes]
     with open(log_path, "ab") as out:
         out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} start: {' '.join(argv)}\n".encode())
         out.flush()
-        extra: dict[str, object] = {}
-        if run_as is not None:
-            extra = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
         return subprocess.Popen(  # noqa: S603 - argv is built by the launchers
             list(argv),
             env=dict(env),
@@ -115,7 +109,9 @@ def spawn(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
-            **extra,  # type: ignore[arg-type]
+            user=None if run_as is None else run_as.uid,
+            group=None if run_as is None else run_as.gid,
+            extra_groups=None if run_as is None else [],
         )
 
 

@@ -14,13 +14,15 @@ from streams.config import WorkerSettings
 
 
 def create_app(settings: WorkerSettings, role: str) -> faust.App:
+    datadir = settings.worker_data_dir / role
+    datadir.mkdir(parents=True, exist_ok=True)
     brokers = ";".join(f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(","))
     return faust.App(
         f"{settings.topic_prefix}aichat-{role}",
         broker=brokers,
         store="memory://",
         autodiscover=False,
-        datadir=str(settings.worker_data_dir / role),
+        datadir=str(datadir),
         # topics come from infra/kafka/topics.toml (created before the app starts)
         topic_allow_declare=False,
         topic_disable_leader=True,

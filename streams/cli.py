@@ -28,7 +28,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from streams.up import run_up
+    from infra.up import run_up
 
     return run_up(args)
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return int(args.func(args) or 0)
     except ConfigError as exc:
-        print(f"aichat: {exc}", file=sys.stderr)
+        sys.stderr.write(f"aichat: {exc}\n")
         return 2
     except KeyboardInterrupt:
         return 130

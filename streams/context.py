@@ -19,6 +19,7 @@ from mode import Service
 from schemas.codec import encode
 from schemas.events import Event
 from streams.config import WorkerSettings
+from streams.errors import is_retriable
 from streams.embedding import SentenceTransformerEmbedder
 from streams.eventlog import ElasticSink
 from streams.generation import ExtractiveGenerator, Generator
@@ -78,10 +79,26 @@ class Resources(Service):
 
     async def on_start(self) -> None:
         for resource in self.ctx.resources():
-            log.info("starting %s", type(resource).__name__)
-            await resource.start()
+            await self._start(resource)
         self.ctx.started.set()
         READY.set(1)
+
+    async def _start(self, resource: Lifecycle) -> None:
+        """Start one client; a dependency that is not up yet is waited for, not fatal."""
+        name = type(resource).__name__
+        attempt = 0
+        while True:
+            log.info("starting %s", name)
+            try:
+                await resource.start()
+                return
+            except Exception as exc:
+                if not is_retriable(exc):
+                    raise
+                attempt += 1
+                delay = min(10.0, 0.5 * 2**attempt)
+                log.warning("%s not available (%s); retrying in %.0fs", name, exc, delay)
+                await asyncio.sleep(delay)
 
     async def on_stop(self) -> None:
         READY.set(0)

@@ -26,3 +26,10 @@ class DependencyUnavailable(StreamsError):
 
 class EffectFailed(StreamsError):
     """The effect of one event was refused by the sink; retrying the same input will not help."""
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Our errors say so themselves (as aiokafka's do); timeouts and connection errors are."""
+    if getattr(exc, "retriable", False):
+        return True
+    return isinstance(exc, TimeoutError | ConnectionError)

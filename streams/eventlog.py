@@ -20,6 +20,7 @@ from elastic_transport import ConnectionError as EsConnectionError
 from elastic_transport import ConnectionTimeout
 from elasticsearch import AsyncElasticsearch, TransportError
 
+from infra.elk.templates import render_index_template, template_name
 from streams.config import ElasticSettings
 from streams.errors import DependencyUnavailable, EffectFailed
 
@@ -116,7 +117,18 @@ class ElasticSink:
             max_retries=2,
             retry_on_timeout=True,
         )
+        await self.ensure_template()
         log.info("Elasticsearch sink to %s, indices %s-*", s.elastic_url, s.elastic_index_prefix)
+
+    async def ensure_template(self) -> None:
+        """Put the project's index template for this prefix (idempotent) before the first write."""
+        body = render_index_template(self.settings)
+        body["meta"] = body.pop("_meta", None)
+        try:
+            await self.client.indices.put_index_template(name=template_name(self.settings), **body)
+        except (EsConnectionError, ConnectionTimeout) as exc:
+            await self.stop()
+            raise DependencyUnavailable(f"Elasticsearch unreachable: {exc}") from exc
 
     async def stop(self) -> None:
         client, self._client = self._client, None

@@ -23,6 +23,7 @@ import faust
 
 from schemas.events import DeadLetter
 from streams.context import AgentContext
+from streams.errors import is_retriable
 from streams.metrics import DEAD_LETTERS, EVENTS, HANDLE_SECONDS, RETRIES
 
 log = logging.getLogger(__name__)
@@ -58,12 +59,6 @@ class Incoming:
     @property
     def key_text(self) -> str | None:
         return None if self.key is None else self.key.decode("utf-8", errors="replace")
-
-
-def is_retriable(exc: BaseException) -> bool:
-    if getattr(exc, "retriable", False):
-        return True
-    return isinstance(exc, TimeoutError | ConnectionError)
 
 
 Handler = Callable[[Incoming], Awaitable[None]]

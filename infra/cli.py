@@ -1,0 +1,111 @@
+"""``aichat stack up | down | status | init``: the local Kafka + Elasticsearch + Weaviate stack.
+
+The lead's console script calls :func:`register` and :func:`run`; ``python -m infra.cli
+stack up`` works on its own too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from infra import stack
+from infra.config import SERVICES, StackSettings
+from infra.errors import ServiceFailedToStart, StackError
+from infra.service import ServiceStatus
+from streams.config import load_settings
+from streams.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "stack", help="local Kafka, Elasticsearch and Weaviate (no Docker)"
+    )
+    commands = parser.add_subparsers(dest="stack_command", required=True)
+    up = commands.add_parser("up", help="install what is missing, start what is not running")
+    up.add_argument(
+        "--wipe", action="store_true", help="stop and delete the data directories first"
+    )
+    up.add_argument(
+        "--only",
+        nargs="+",
+        choices=SERVICES,
+        metavar="SERVICE",
+        help=f"start only these ({', '.join(SERVICES)})",
+    )
+    down = commands.add_parser("down", help="stop every service (SIGTERM, then SIGKILL)")
+    down.add_argument("--wipe", action="store_true", help="also delete the data directories")
+    commands.add_parser("status", help="table of services; exit 0 only if all are up")
+    commands.add_parser(
+        "init", help="create topics, index template and collection on running services"
+    )
+    parser.set_defaults(handler=run)
+
+
+def _table(rows: Sequence[ServiceStatus]) -> str:
+    lines = [("SERVICE", "PID", "PORTS", "HEALTH", "DETAIL")]
+    for row in rows:
+        ports = ",".join(str(p) for p in row.ports)
+        lines.append((row.name, str(row.pid or "-"), ports, row.health, row.detail))
+    widths = [max(len(line[i]) for line in lines) for i in range(4)]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(line))
+        for line in lines
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(StackSettings)
+        if args.stack_command == "up":
+            started = time.monotonic()
+            rows = stack.up(settings, wipe=args.wipe, services=args.only or SERVICES)
+            print(_table(rows))
+            print(f"stack up in {time.monotonic() - started:.1f}s")
+            return 0
+        if args.stack_command == "down":
+            stack.down(settings, wipe=args.wipe)
+            print("stack down" + (" (data wiped)" if args.wipe else ""))
+            return 0
+        if args.stack_command == "init":
+            for line in stack.init(settings):
+                print(line)
+            return 0
+        rows = stack.status(settings)
+        print(_table(rows))
+        return 0 if all(row.healthy for row in rows) else 1
+    except ServiceFailedToStart as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.log_tail:
+            print(f"--- last {len(exc.log_tail)} lines of {exc.log_path} ---", file=sys.stderr)
+            print("\n".join(exc.log_tail), file=sys.stderr)
+        return 1
+    except (StackError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.cli")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    if not args.verbose:
+        for noisy in ("httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        # aiokafka logs every refused connection at ERROR: status reports that itself
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Elasticsearch: index template for the events index, local single-node launcher."""

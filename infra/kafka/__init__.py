@@ -1,0 +1,1 @@
+"""Apache Kafka, single-node KRaft: broker config, topic definitions, launcher."""

@@ -1,0 +1,210 @@
+"""Bring the local stack up, down, and report its state.
+
+``up`` is idempotent: a service whose pid file names a live process that answers its
+health check is left alone; a stale pid file is removed; otherwise the service is
+provisioned (cache), configured (stack dir), started detached and waited for. The
+three services start in parallel; the first failure is raised after all finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from infra.config import (
+    LOOPBACK_HOSTS,
+    SERVICES,
+    StackSettings,
+    port_conflicts,
+    service_hosts,
+    service_ports,
+)
+from infra.elk.launcher import ElasticLauncher
+from infra.errors import PortInUse, ServiceFailedToStart, StackError
+from infra.kafka.launcher import KafkaLauncher
+from infra.proc import (
+    group_members,
+    is_alive,
+    port_is_free,
+    read_pid,
+    spawn,
+    tail,
+    terminate_group,
+    write_pid,
+)
+from infra.service import Launcher, ServicePaths, ServiceStatus, service_paths
+from infra.weaviate.launcher import WeaviateLauncher
+
+log = logging.getLogger(__name__)
+
+LAUNCHERS: dict[str, Launcher] = {
+    "kafka": KafkaLauncher(),
+    "elasticsearch": ElasticLauncher(),
+    "weaviate": WeaviateLauncher(),
+}
+__all__ = ["ServiceStatus", "down", "init", "status", "up"]
+
+
+def _running_pid(settings: StackSettings, paths: ServicePaths) -> int | None:
+    """The pid (= process group) recorded for the service if any process of that group still runs it."""
+    pid = read_pid(paths.pid_file)
+    if pid is None:
+        return None
+    marker = LAUNCHERS[paths.name].marker(settings)
+    if is_alive(pid, marker) or any(is_alive(m, marker) for m in group_members(pid)):
+        return pid
+    return None
+
+
+def _status_of(settings: StackSettings, name: str) -> ServiceStatus:
+    ports = service_ports(settings)[name]
+    pid = _running_pid(settings, service_paths(settings, name))
+    healthy, detail = LAUNCHERS[name].probe(settings)
+    if healthy and pid is None:
+        detail += " (not started by this stack)"
+    return ServiceStatus(name, pid, ports, healthy, detail)
+
+
+def status(settings: StackSettings) -> list[ServiceStatus]:
+    with ThreadPoolExecutor(len(SERVICES)) as pool:
+        return list(pool.map(lambda n: _status_of(settings, n), SERVICES))
+
+
+def _stop(settings: StackSettings, name: str, *, wipe: bool) -> None:
+    paths = service_paths(settings, name)
+    pid = _running_pid(settings, paths)
+    if pid is not None:
+        log.info("%s: stopping (pid %s)", name, pid)
+        killed = terminate_group(pid, settings.down_timeout_s)
+        log.info("%s: %s", name, "killed (SIGKILL)" if killed else "stopped")
+    paths.pid_file.unlink(missing_ok=True)
+    if wipe and paths.data.exists():
+        log.info("%s: wiping %s", name, paths.data)
+        shutil.rmtree(paths.data)
+
+
+def down(
+    settings: StackSettings, *, wipe: bool = False, services: Sequence[str] = SERVICES
+) -> None:
+    """SIGTERM each service's process group, SIGKILL after ``down_timeout_s``; idempotent."""
+    _check_names(services)
+    with ThreadPoolExecutor(len(services) or 1) as pool:
+        list(pool.map(lambda n: _stop(settings, n, wipe=wipe), services))
+
+
+def _check_names(services: Sequence[str]) -> None:
+    unknown = sorted(set(services) - set(SERVICES))
+    if unknown:
+        raise StackError(f"unknown service(s) {unknown}; choose from {list(SERVICES)}")
+
+
+def _check_settings(settings: StackSettings, services: Sequence[str]) -> None:
+    for name, host in service_hosts(settings).items():
+        if name in services and host not in LOOPBACK_HOSTS:
+            raise StackError(
+                f"{name}: host {host!r} is not local; the stack only runs on 127.0.0.1"
+            )
+    problems = port_conflicts(service_ports(settings))
+    if problems:
+        raise StackError("port clash: " + "; ".join(problems))
+
+
+def _fail(name: str, reason: str, paths: ServicePaths) -> ServiceFailedToStart:
+    lines = tail(paths.out_log, 20)
+    log.error("%s: %s (log %s)", name, reason, paths.out_log)
+    return ServiceFailedToStart(name, reason, paths.out_log, lines)
+
+
+def _wait_ready(
+    settings: StackSettings, name: str, paths: ServicePaths, pid: int, *, ours: bool = True
+) -> str:
+    """Poll the health check until ``up_timeout_s``; a process we just started is stopped on timeout."""
+    launcher = LAUNCHERS[name]
+    deadline = time.monotonic() + settings.up_timeout_s
+    detail = "no answer yet"
+    while time.monotonic() < deadline:
+        if not is_alive(pid) and not group_members(pid):
+            paths.pid_file.unlink(missing_ok=True)
+            raise _fail(name, "the process exited during startup", paths)
+        healthy, detail = launcher.probe(settings)
+        if healthy:
+            return detail
+        time.sleep(1.0)
+    reason = f"not healthy after {settings.up_timeout_s:.0f}s ({detail})"
+    if ours:
+        terminate_group(pid, settings.down_timeout_s)
+        paths.pid_file.unlink(missing_ok=True)
+        reason += "; stopped it"
+    raise _fail(name, reason, paths)
+
+
+def _bring_up(settings: StackSettings, name: str) -> ServiceStatus:
+    launcher = LAUNCHERS[name]
+    paths = service_paths(settings, name)
+    ports = service_ports(settings)[name]
+    paths.create()
+    pid = _running_pid(settings, paths)
+    if pid is not None:
+        log.info("%s: already running (pid %s), checking health", name, pid)
+        detail = _wait_ready(settings, name, paths, pid, ours=False)
+    else:
+        if paths.pid_file.exists():
+            log.info("%s: removing stale pid file %s", name, paths.pid_file)
+            paths.pid_file.unlink()
+        healthy, detail = launcher.probe(settings)
+        if healthy:
+            log.info("%s: already answering on port %s (not started by this stack)", name, ports[0])
+        else:
+            for port in ports:
+                if not port_is_free("127.0.0.1", port):
+                    raise PortInUse(name, port)
+            launcher.provision(settings)
+            spec = launcher.prepare(settings, paths)
+            log.info("%s: starting (log %s)", name, paths.out_log)
+            proc = spawn(
+                spec.argv, env=spec.env, cwd=spec.cwd, log_path=paths.out_log, run_as=spec.run_as
+            )
+            pid = proc.pid
+            write_pid(paths.pid_file, pid)
+            started = time.monotonic()
+            detail = _wait_ready(settings, name, paths, pid)
+            log.info("%s: ready in %.1fs (%s)", name, time.monotonic() - started, detail)
+    try:
+        summary = launcher.initialise(settings)
+    except StackError as exc:
+        raise _fail(name, f"setup after start failed: {exc}", paths) from exc
+    log.info("%s: %s", name, summary)
+    return ServiceStatus(name, pid, ports, True, f"{detail}; {summary}")
+
+
+def up(
+    settings: StackSettings,
+    *,
+    wipe: bool = False,
+    services: Sequence[str] = SERVICES,
+) -> list[ServiceStatus]:
+    """Start the services that are not running (in parallel); raise the first failure."""
+    _check_names(services)
+    _check_settings(settings, services)
+    if wipe:
+        down(settings, wipe=True, services=services)
+    with ThreadPoolExecutor(len(services) or 1) as pool:
+        futures = [pool.submit(_bring_up, settings, name) for name in services]
+    results, errors = [], []
+    for future in futures:
+        try:
+            results.append(future.result())
+        except StackError as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def init(settings: StackSettings, services: Sequence[str] = SERVICES) -> list[str]:
+    """Only the idempotent setup steps, against services already running (e.g. docker compose)."""
+    _check_names(services)
+    return [f"{name}: {LAUNCHERS[name].initialise(settings)}" for name in services]

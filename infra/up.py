@@ -1,0 +1,174 @@
+"""``aichat up``: the whole system on this machine, until Ctrl-C.
+
+1. ``aichat stack up``: Kafka, Elasticsearch, Weaviate (provisioned on first use).
+2. Two workers (``pipeline`` and ``shipper``) and the gateway, as child processes
+   whose logs go to ``<stack_dir>/app/<name>.log``; each must report ready.
+3. The bundled sample corpus is ingested when the collection is empty, and
+   ``up`` waits until it is searchable.
+4. It prints the chat page, the websocket URL and an ``aichat ask`` example,
+   then supervises: a child that dies ends ``up`` with its log tail. Ctrl-C
+   stops the children (SIGTERM, then SIGKILL after a deadline) and the stack
+   ``up`` started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from infra import stack
+from infra.config import StackSettings
+from infra.proc import tail, terminate_group
+from ingest.readers import read_document
+from ingest.sdk import DocumentPublisher
+from query_gateway.config import GatewaySettings
+from streams.config import WorkerSettings, load_settings
+from streams.vectorstore import WeaviateStore
+
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "ingest" / "sample"
+READY_TIMEOUT_S = 240.0
+STOP_DEADLINE_S = 30.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    health_url: str
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: Mapping[str, str] | None = None) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(  # noqa: S603 - our own entry point
+                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, env=None if env is None else dict(env),
+            )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.alive and self.proc is not None:
+            terminate_group(self.proc.pid, STOP_DEADLINE_S)
+            self.proc.wait(timeout=5)
+
+
+def children(worker: WorkerSettings, gateway: GatewaySettings, logs: Path) -> list[Child]:
+    cli = [sys.executable, "-m", "streams.cli"]
+    pipeline_port, shipper_port = worker.worker_web_port, worker.worker_web_port + 1
+    return [
+        Child("pipeline", [*cli, "worker", "--role", "pipeline", "--web-port", str(pipeline_port)],
+              f"http://127.0.0.1:{pipeline_port}/health/ready", logs / "pipeline.log"),
+        Child("shipper", [*cli, "worker", "--role", "shipper", "--web-port", str(shipper_port)],
+              f"http://127.0.0.1:{shipper_port}/health/ready", logs / "shipper.log"),
+        Child("gateway", [*cli, "gateway"],
+              f"http://{gateway.gateway_host}:{gateway.gateway_port}/health/live", logs / "gateway.log"),
+    ]
+
+
+def wait_ready(child: Child, timeout_s: float = READY_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not child.alive:
+            raise RuntimeError(f"{child.name} exited during start-up; see {child.log_path}")
+        try:
+            if httpx.get(child.health_url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"{child.name} not ready within {timeout_s:.0f}s; see {child.log_path}")
+
+
+async def ingest_sample_if_empty(worker: WorkerSettings, timeout_s: float = 180.0) -> int:
+    """Publish the sample corpus when the collection is empty; wait until it is searchable."""
+    store = WeaviateStore(worker)
+    await store.start()
+    try:
+        if await store.count() > 0:
+            return 0
+        docs = [
+            read_document(path, doc_id=f"sample/{path.name}", version=1)
+            for path in sorted(SAMPLE_DIR.glob("*.md"))
+        ]
+        async with DocumentPublisher(worker) as publisher:
+            for doc in docs:
+                await publisher.publish(doc)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if await store.count() >= len(docs):
+                return len(docs)
+            await asyncio.sleep(0.5)
+        raise RuntimeError(f"sample corpus not searchable within {timeout_s:.0f}s")
+    finally:
+        await store.stop()
+
+
+def run_up(args: argparse.Namespace) -> int:
+    stack_settings = load_settings(StackSettings)
+    worker = load_settings(WorkerSettings)
+    gateway = load_settings(GatewaySettings)
+    already_up = all(s.healthy for s in stack.status(stack_settings))
+    print("1/4 bringing up Kafka, Elasticsearch and Weaviate (first run: downloads and builds) …")
+    for status in stack.up(stack_settings):
+        print(f"    {status.name:<14} pid {status.pid}  ports {status.ports}  {status.health}")
+    procs = children(worker, gateway, stack_settings.stack_dir / "app")
+    stopping = False
+
+    def _stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        print("2/4 starting workers and gateway (loading the model) …")
+        for child in procs:
+            child.start()
+        for child in procs:
+            wait_ready(child)
+            print(f"    {child.name:<14} ready  (log: {child.log_path})")
+        if not args.no_sample:
+            print("3/4 sample corpus …")
+            n = asyncio.run(ingest_sample_if_empty(worker))
+            print(f"    ingested {n} sample documents" if n else "    index not empty: nothing to ingest")
+        base = f"{gateway.gateway_host}:{gateway.gateway_port}"
+        print(
+            f"4/4 ready.\n    chat page:  http://{base}/\n    websocket:  ws://{base}/ws\n"
+            f"    try:        aichat ask \"How many vacation days do employees get?\"\n"
+            "    Ctrl-C stops everything."
+        )
+        while not stopping:
+            for child in procs:
+                if not child.alive:
+                    print(f"{child.name} exited; last log lines:", file=sys.stderr)
+                    print("\n".join(tail(child.log_path, 20)), file=sys.stderr)
+                    return 1
+            time.sleep(1)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    except RuntimeError as exc:
+        print(f"aichat up: {exc}", file=sys.stderr)
+        for child in procs:
+            if child.log_path.exists():
+                print(f"--- {child.name} ---\n" + "\n".join(tail(child.log_path, 15)), file=sys.stderr)
+        return 1
+    finally:
+        print("stopping workers and gateway …")
+        for child in reversed(procs):
+            child.stop()
+        if not already_up and not args.keep_stack:
+            print("stopping the stack …")
+            stack.down(stack_settings)

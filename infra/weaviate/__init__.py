@@ -1,0 +1,1 @@
+"""Weaviate: collection definition, local launcher (binary built from the Go module proxy)."""

@@ -1,0 +1,62 @@
+"""The chunk collection (``collection.json``, REST schema format), created if absent."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from infra.errors import StackError
+from streams.config import WeaviateSettings
+
+log = logging.getLogger(__name__)
+
+COLLECTION_FILE = Path(__file__).with_name("collection.json")
+
+
+def weaviate_url(settings: WeaviateSettings) -> str:
+    return f"http://{settings.weaviate_host}:{settings.weaviate_http_port}"
+
+
+def weaviate_headers(settings: WeaviateSettings) -> dict[str, str]:
+    if settings.weaviate_api_key is None:
+        return {}
+    return {"Authorization": f"Bearer {settings.weaviate_api_key.get_secret_value()}"}
+
+
+def render_collection(settings: WeaviateSettings, text: str | None = None) -> dict[str, Any]:
+    """The class definition with ``class`` set to ``weaviate_collection`` (pure)."""
+    raw = COLLECTION_FILE.read_text(encoding="utf-8") if text is None else text
+    body: dict[str, Any] = json.loads(raw)
+    body["class"] = settings.weaviate_collection
+    return body
+
+
+def ensure_collection(settings: WeaviateSettings, *, timeout_s: float = 30.0) -> bool:
+    """Create the collection unless ``GET /v1/schema/<class>`` finds it; True if created."""
+    name = settings.weaviate_collection
+    base = weaviate_url(settings)
+    headers = weaviate_headers(settings)
+    try:
+        with httpx.Client(base_url=base, headers=headers, timeout=timeout_s) as client:
+            found = client.get(f"/v1/schema/{name}")
+            if found.status_code == 200:
+                return False
+            if found.status_code != 404:
+                raise StackError(
+                    f"GET /v1/schema/{name}: HTTP {found.status_code} {found.text[:300]}"
+                )
+            created = client.post("/v1/schema", json=render_collection(settings))
+            if created.status_code == 422 and "already exists" in created.text:
+                return False  # created concurrently
+            if created.status_code != 200:
+                raise StackError(
+                    f"cannot create collection {name}: HTTP {created.status_code} {created.text[:500]}"
+                )
+    except httpx.HTTPError as exc:
+        raise StackError(f"weaviate at {base} unreachable: {exc}") from exc
+    log.info("created Weaviate collection %s", name)
+    return True

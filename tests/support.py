@@ -1,0 +1,119 @@
+"""Helpers for integration and e2e tests: isolated names, child processes, clean-up.
+
+Each test system gets its own topic prefix, Weaviate collection and Elasticsearch
+index prefix, so tests never see each other's data on the shared local stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from aiokafka.admin import AIOKafkaAdminClient
+
+from infra.up import Child, wait_ready
+from streams.config import WorkerSettings
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def isolated_env(unique: str, tmp: Path) -> dict[str, str]:
+    worker_port, shipper_port, gateway_port = free_port(), free_port(), free_port()
+    return {
+        "AICHAT_TOPIC_PREFIX": f"t{unique}.",
+        "AICHAT_TOPIC_PARTITIONS": "2",
+        "AICHAT_WEAVIATE_COLLECTION": f"T{unique}",
+        "AICHAT_ELASTIC_INDEX_PREFIX": f"t{unique}",
+        "AICHAT_WORKER_WEB_PORT": str(worker_port),
+        "AICHAT_SHIPPER_WEB_PORT": str(shipper_port),
+        "AICHAT_GATEWAY_PORT": str(gateway_port),
+        "AICHAT_WORKER_HEALTH_URLS": f'["http://127.0.0.1:{worker_port}/health/ready"]',
+        "AICHAT_WORKER_DATA_DIR": str(tmp / "worker"),
+        "AICHAT_LOG_FORMAT": "json",
+    }
+
+
+@dataclass
+class TestSystem:
+    """Workers and gateway started as real processes against the real stack."""
+
+    env: dict[str, str]
+    logs: Path
+    children: list[Child] = field(default_factory=list)
+
+    def settings(self) -> WorkerSettings:
+        return WorkerSettings(**{k[len("AICHAT_"):].lower(): v for k, v in self.env.items()
+                                 if k[len("AICHAT_"):].lower() in WorkerSettings.model_fields})
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.env['AICHAT_GATEWAY_PORT']}/ws"
+
+    def start(self, *roles: str, gateway: bool = True) -> None:
+        cli = [sys.executable, "-m", "streams.cli"]
+        ports = {"pipeline": self.env["AICHAT_WORKER_WEB_PORT"], "shipper": self.env["AICHAT_SHIPPER_WEB_PORT"]}
+        for role in roles:
+            port = ports[role]
+            self.children.append(Child(role, [*cli, "worker", "--role", role, "--web-port", port],
+                                       f"http://127.0.0.1:{port}/health/ready", self.logs / f"{role}.log"))
+        if gateway:
+            port = self.env["AICHAT_GATEWAY_PORT"]
+            self.children.append(Child("gateway", [*cli, "gateway"],
+                                       f"http://127.0.0.1:{port}/health/live", self.logs / "gateway.log"))
+        env = {**os.environ, **self.env}
+        for child in self.children:
+            child.start(env=env)
+        for child in self.children:
+            wait_ready(child, timeout_s=180)
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+
+    def log_tails(self) -> str:
+        from infra.proc import tail
+
+        return "\n".join(f"--- {c.name} ---\n" + "\n".join(tail(c.log_path, 30)) for c in self.children)
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], *, timeout_s: float, what: str) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
+
+
+async def drop_isolated_state(settings: WorkerSettings) -> None:
+    """Delete the test's topics, collection and indices (best effort, real services)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        topics = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+        if topics:
+            await admin.delete_topics(topics)
+    finally:
+        await admin.close()
+    async with httpx.AsyncClient(timeout=10) as http:
+        await http.delete(
+            f"http://{settings.weaviate_host}:{settings.weaviate_http_port}/v1/schema/{settings.weaviate_collection}"
+        )
+        await http.delete(f"{settings.elastic_url}/{settings.elastic_index_prefix}-*")
