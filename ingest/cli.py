@@ -15,7 +15,7 @@ from schemas.events import Scalar
 from streams.config import KafkaSettings, load_settings
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("ingest", help="publish files as document events")
     p.add_argument("paths", nargs="+", type=Path, help="files or folders (.txt, .md)")
     p.add_argument("--recursive", "-r", action="store_true", help="descend into folders")

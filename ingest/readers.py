@@ -6,8 +6,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from schemas.events import DocumentEvent, Scalar
 from ingest.errors import UnreadableFile
+from schemas.events import DocumentEvent, Scalar
 
 CONTENT_TYPES = {".txt": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown"}
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024

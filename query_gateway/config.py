@@ -18,10 +18,16 @@ class GatewaySettings(KafkaSettings, WeaviateSettings, ElasticSettings, Observab
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8000, ge=0, le=65535)
     gateway_reply_partition: int = Field(
-        0, ge=0, description="partition of the answers topic this replica owns (distinct per replica)"
+        0,
+        ge=0,
+        description="partition of the answers topic this replica owns (distinct per replica)",
     )
-    answer_deadline_ms: int = Field(10_000, ge=100, description="answer by then or get deadline_exceeded")
-    answer_grace_ms: int = Field(1_000, ge=0, description="extra wait after the deadline before giving up")
+    answer_deadline_ms: int = Field(
+        10_000, ge=100, description="answer by then or get deadline_exceeded"
+    )
+    answer_grace_ms: int = Field(
+        1_000, ge=0, description="extra wait after the deadline before giving up"
+    )
     answer_queue_size: int = Field(
         1_024, ge=8, description="answer events buffered per query before it fails as slow_consumer"
     )
@@ -29,7 +35,9 @@ class GatewaySettings(KafkaSettings, WeaviateSettings, ElasticSettings, Observab
     max_query_chars: int = Field(2_000, ge=1, le=4_000)
     max_inflight_per_connection: int = Field(4, ge=1, le=256)
     outgoing_queue_size: int = Field(256, ge=1, description="server frames buffered per connection")
-    kafka_start_timeout_s: float = Field(30.0, gt=0, description="connect + position on the answers partition")
+    kafka_start_timeout_s: float = Field(
+        30.0, gt=0, description="connect + position on the answers partition"
+    )
     produce_timeout_s: float = Field(10.0, gt=0, description="wait for the broker's ack of a query")
     readiness_timeout_s: float = Field(2.0, gt=0, description="per readiness check")
     worker_health_urls: list[str] = Field(
@@ -38,7 +46,12 @@ class GatewaySettings(KafkaSettings, WeaviateSettings, ElasticSettings, Observab
     )
     ws_ping_interval_s: float = Field(20.0, gt=0)
     ws_ping_timeout_s: float = Field(20.0, gt=0)
-    shutdown_timeout_s: float = Field(10.0, gt=0, description="graceful shutdown drain limit")
+    shutdown_timeout_s: float = Field(
+        12.0,
+        gt=0,
+        description="graceful shutdown drain limit; keep it above answer deadline + grace so "
+        "every in-flight query ends with done or an error frame",
+    )
 
     @property
     def answers_topic(self) -> str:

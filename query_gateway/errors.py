@@ -9,10 +9,12 @@
     │   ├── QueryTooLong         "query_too_long": text over ``max_query_chars``
     │   ├── TooManyInflight      "too_many_inflight": over ``max_inflight_per_connection``
     │   ├── DuplicateId          "duplicate_id": that client id is still in flight
-    │   └── UnknownId            "unknown_id": cancel of an id that is not in flight
+    │   ├── UnknownId            "unknown_id": cancel of an id that is not in flight
+    │   └── ShuttingDown         "shutting_down": the replica is draining; reconnect (retriable)
     ├── KafkaUnavailable         "kafka_unavailable": the query could not be published (retriable)
     ├── DeadlineExceeded         "deadline_exceeded": no final answer event by the deadline
-    └── Cancelled                "cancelled": the client cancelled the query
+    ├── Cancelled                "cancelled": the client cancelled the query
+    └── GatewayUnreachable       "unreachable": (client side) no connection, or it closed mid-answer
 
 ``retriable`` says whether sending the same frame again later may succeed.
 """
@@ -67,6 +69,11 @@ class UnknownId(FrameRefused):
     code = "unknown_id"
 
 
+class ShuttingDown(FrameRefused):
+    code = "shutting_down"
+    retriable = True
+
+
 class KafkaUnavailable(GatewayError):
     code = "kafka_unavailable"
     retriable = True
@@ -79,3 +86,8 @@ class DeadlineExceeded(GatewayError):
 
 class Cancelled(GatewayError):
     code = "cancelled"
+
+
+class GatewayUnreachable(GatewayError):
+    code = "unreachable"
+    retriable = True

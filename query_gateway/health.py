@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from query_gateway.config import GatewaySettings
+from query_gateway.errors import GatewayError
 from query_gateway.transport import Transport
 
 Check = Callable[[], Awaitable[str]]
@@ -25,8 +26,12 @@ class CheckFailed(Exception):
     """A dependency answered, but not with "ready"."""
 
 
-def default_checks(settings: GatewaySettings, transport: Transport, http: httpx.AsyncClient) -> dict[str, Check]:
-    weaviate_url = f"http://{settings.weaviate_host}:{settings.weaviate_http_port}/v1/.well-known/ready"
+def default_checks(
+    settings: GatewaySettings, transport: Transport, http: httpx.AsyncClient
+) -> dict[str, Check]:
+    weaviate_url = (
+        f"http://{settings.weaviate_host}:{settings.weaviate_http_port}/v1/.well-known/ready"
+    )
     weaviate_headers = (
         {"Authorization": f"Bearer {settings.weaviate_api_key.get_secret_value()}"}
         if settings.weaviate_api_key
@@ -66,7 +71,12 @@ def default_checks(settings: GatewaySettings, transport: Transport, http: httpx.
             raise CheckFailed("; ".join(failed))
         return f"{len(urls)} worker(s) ready"
 
-    return {"kafka": transport.check, "weaviate": weaviate, "elasticsearch": elasticsearch, "model": model}
+    return {
+        "kafka": transport.check,
+        "weaviate": weaviate,
+        "elasticsearch": elasticsearch,
+        "model": model,
+    }
 
 
 def _expect_ok(response: httpx.Response) -> None:
@@ -82,6 +92,8 @@ def _describe(outcome: httpx.Response | BaseException) -> str:
 
 def _error_text(exc: BaseException) -> str:
     text = str(exc)
+    if isinstance(exc, (CheckFailed, GatewayError)) and text:
+        return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -120,7 +120,11 @@ def ack(client_id: str, query_id: str) -> dict[str, Any]:
 
 
 def sources(client_id: str, items: list[Source]) -> dict[str, Any]:
-    return {"type": "sources", "id": client_id, "sources": [s.model_dump(mode="json") for s in items]}
+    return {
+        "type": "sources",
+        "id": client_id,
+        "sources": [s.model_dump(mode="json") for s in items],
+    }
 
 
 def token(client_id: str, delta: str) -> dict[str, Any]:
@@ -132,11 +136,19 @@ def done(client_id: str, timings_ms: dict[str, float]) -> dict[str, Any]:
 
 
 def error(client_id: str | None, code: str, message: str, error_id: str) -> dict[str, Any]:
-    return {"type": "error", "id": client_id, "code": code, "message": message, "error_id": error_id}
+    return {
+        "type": "error",
+        "id": client_id,
+        "code": code,
+        "message": message,
+        "error_id": error_id,
+    }
 
 
 def error_from(exc: GatewayError, error_id: str, client_id: str | None = None) -> dict[str, Any]:
-    return error(client_id if client_id is not None else exc.client_id, exc.code, exc.message, error_id)
+    return error(
+        client_id if client_id is not None else exc.client_id, exc.code, exc.message, error_id
+    )
 
 
 def pong() -> dict[str, Any]:
@@ -153,4 +165,6 @@ def answer_frame(client_id: str, event: AnswerEvent) -> dict[str, Any]:
         return done(client_id, dict(event.timings_ms))
     if event.error is not None:
         return error(client_id, event.error.code, event.error.message, event.error.error_id)
-    return error(client_id, "answer_failed", "the answerer reported an error without details", event.event_id)
+    return error(
+        client_id, "answer_failed", "the answerer reported an error without details", event.event_id
+    )

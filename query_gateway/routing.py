@@ -64,6 +64,7 @@ class AnswerRouter:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._start_position: int | None = None
+        self._waiting_for = "the broker"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -79,32 +80,39 @@ class AnswerRouter:
             client_id=f"aichat-gateway-answers-{self.partition}",
             **self._consumer_options,
         )
+        self._waiting_for = "the broker"
         try:
             await asyncio.wait_for(self._position(consumer), self._start_timeout_s)
         except (KafkaError, OSError, TimeoutError) as exc:
             await consumer.stop()
             raise KafkaUnavailable(
                 f"cannot read answers partition {self.topic}[{self.partition}] at "
-                f"{self._bootstrap} within {self._start_timeout_s:g}s: {exc!r}"
+                f"{self._bootstrap}: still waiting for {self._waiting_for} after "
+                f"{self._start_timeout_s:g}s ({exc!r})"
             ) from exc
         except BaseException:
             await consumer.stop()
             raise
         self._consumer = consumer
-        self._task = asyncio.create_task(self._run(consumer), name=f"answer-router-{self.partition}")
+        self._task = asyncio.create_task(
+            self._run(consumer), name=f"answer-router-{self.partition}"
+        )
         logger.info(
-            "answer router started on %s[%d] at offset %s", self.topic, self.partition, self._start_position
+            "answer router started on %s[%d] at offset %s",
+            self.topic,
+            self.partition,
+            self._start_position,
         )
 
     async def _position(self, consumer: AIOKafkaConsumer) -> None:
         await consumer.start()
-        if self.topic not in await consumer.topics():
-            raise KafkaUnavailable(
-                f"answers topic {self.topic!r} does not exist at {self._bootstrap} (create the topics first)"
-            )
+        self._waiting_for = f"topic {self.topic!r} to exist (create the topics first)"
+        while self.topic not in await consumer.topics():  # noqa: ASYNC110 (polls the broker)
+            await asyncio.sleep(0.2)
+        self._waiting_for = f"the metadata of topic {self.topic!r}"
         consumer.assign([self._tp])
         partitions = consumer.partitions_for_topic(self.topic)
-        while not partitions:  # assign() asked for this topic's metadata; wait for it
+        while not partitions:  # assign() asked for this topic's metadata
             await asyncio.sleep(0.05)
             partitions = consumer.partitions_for_topic(self.topic)
         if self.partition not in partitions:
@@ -112,6 +120,7 @@ class AnswerRouter:
                 f"reply partition {self.partition} does not exist: topic {self.topic!r} has "
                 f"partitions 0..{max(partitions)} (AICHAT_GATEWAY_REPLY_PARTITION)"
             )
+        self._waiting_for = f"the end offset of {self.topic}[{self.partition}]"
         await consumer.seek_to_end(self._tp)
         self._start_position = await consumer.position(self._tp)
 
@@ -160,7 +169,9 @@ class AnswerRouter:
             try:
                 batches = await consumer.getmany(self._tp, timeout_ms=1_000, max_records=500)
             except KafkaError as exc:
-                logger.warning("answer router on %s[%d]: %r; retrying", self.topic, self.partition, exc)
+                logger.warning(
+                    "answer router on %s[%d]: %r; retrying", self.topic, self.partition, exc
+                )
                 await asyncio.sleep(1.0)
                 continue
             for records in batches.values():
@@ -175,14 +186,18 @@ class AnswerRouter:
             ANSWERS_DROPPED.labels(reason="invalid").inc()
             logger.warning(
                 "invalid answer event at %s[%d]@%d dropped: %s",
-                record.topic, record.partition, record.offset, exc,
+                record.topic,
+                record.partition,
+                record.offset,
+                exc,
             )
             return
         queue = self._queues.get(event.query_id)
         if queue is None:
             ANSWERS_DROPPED.labels(reason="unknown_query").inc()
             logger.debug(
-                "answer event for unknown query dropped (%s)", event.kind,
+                "answer event for unknown query dropped (%s)",
+                event.kind,
                 extra={"query_id": event.query_id, "trace_id": event.trace_id},
             )
             return
@@ -194,7 +209,8 @@ class AnswerRouter:
     def _overflow(self, event: AnswerEvent, queue: AnswerQueue) -> None:
         ANSWERS_DROPPED.labels(reason="slow_consumer").inc()
         logger.warning(
-            "query fell %d answer events behind; failing it as slow_consumer", queue.qsize(),
+            "query fell %d answer events behind; failing it as slow_consumer",
+            queue.qsize(),
             extra={"query_id": event.query_id, "trace_id": event.trace_id},
         )
         self.unregister(event.query_id)
@@ -212,4 +228,3 @@ class AnswerRouter:
                 ),
             )
         )
-

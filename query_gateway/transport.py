@@ -70,7 +70,9 @@ class KafkaTransport:
             await asyncio.wait_for(producer.start(), s.kafka_start_timeout_s)
         except (KafkaError, OSError, TimeoutError) as exc:
             await producer.stop()
-            raise KafkaUnavailable(f"cannot connect to Kafka at {s.kafka_bootstrap}: {exc!r}") from exc
+            raise KafkaUnavailable(
+                f"cannot connect to Kafka at {s.kafka_bootstrap}: {exc!r}"
+            ) from exc
         self._producer = producer
         try:
             await self.router.start()

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 #: namespace of deterministic chunk ids: uuid5(CHUNK_NAMESPACE, f"{doc_id}:{version}:{seq}")
 CHUNK_NAMESPACE = uuid.UUID("6f1c1f5e-3c1e-4b5e-9a57-2b6f0c0a7e11")

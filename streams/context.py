@@ -19,8 +19,8 @@ from mode import Service
 from schemas.codec import encode
 from schemas.events import Event
 from streams.config import WorkerSettings
-from streams.errors import is_retriable
 from streams.embedding import SentenceTransformerEmbedder
+from streams.errors import is_retriable
 from streams.eventlog import ElasticSink
 from streams.generation import ExtractiveGenerator, Generator
 from streams.metrics import EMITTED, READY

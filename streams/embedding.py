@@ -8,6 +8,7 @@ Vectors are L2-normalised float32, so cosine similarity is a dot product.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import time
 from collections.abc import Sequence
@@ -38,8 +39,10 @@ def resolve_model_path(name: str) -> str:
     """A packaged model's directory, a local path, or the name as given."""
     package = PACKAGED_MODELS.get(name)
     if package is not None:
-        module = __import__(package)
-        return str(Path(module.__file__).resolve().parent / "model")
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            raise ValueError(f"model {name!r} needs the PyPI package {name!r}: pip install {name}")
+        return str(Path(spec.origin).resolve().parent / "model")
     return name
 
 

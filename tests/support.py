@@ -48,7 +48,7 @@ def isolated_env(unique: str, tmp: Path) -> dict[str, str]:
 
 
 @dataclass
-class TestSystem:
+class RunningSystem:
     """Workers and gateway started as real processes against the real stack."""
 
     env: dict[str, str]

@@ -17,7 +17,7 @@ import pytest
 from ingest.sdk import DocumentPublisher
 from query_gateway.client import ask
 from schemas.events import DocumentEvent
-from tests.support import TestSystem, drop_isolated_state, eventually, isolated_env
+from tests.support import RunningSystem, drop_isolated_state, eventually, isolated_env
 
 DOCS = {
     "handbook/vacation": (
@@ -39,8 +39,8 @@ DOCS = {
 
 
 @pytest.fixture
-async def system(unique: str, tmp_path: Path) -> AsyncIterator[TestSystem]:
-    sys_ = TestSystem(env=isolated_env(unique, tmp_path), logs=tmp_path / "logs")
+async def system(unique: str, tmp_path: Path) -> AsyncIterator[RunningSystem]:
+    sys_ = RunningSystem(env=isolated_env(unique, tmp_path), logs=tmp_path / "logs")
     try:
         sys_.start("pipeline", "shipper")
         yield sys_
@@ -56,7 +56,7 @@ async def _frames(url: str, question: str) -> list[dict[str, Any]]:
     return [frame async for frame in ask(url, question, top_k=3, idle_timeout_s=20)]
 
 
-async def test_documents_in_question_out_and_every_event_in_elasticsearch(system: TestSystem) -> None:
+async def test_documents_in_question_out_and_every_event_in_elasticsearch(system: RunningSystem) -> None:
     settings = system.settings()
     async with DocumentPublisher(settings) as publisher:
         for doc_id, (title, text) in DOCS.items():

@@ -30,7 +30,10 @@ def test_every_sentence_is_covered_and_chunks_overlap() -> None:
 def test_korean_sentences_split_without_a_space_after_the_period() -> None:
     text = "모든 직원은 원격 근무를 할 수 있습니다.원격 근무일은 미리 등록해야 합니다."
     chunks = chunk_text(text, max_chars=30, overlap_chars=0)
-    assert [c.text for c in chunks] == ["모든 직원은 원격 근무를 할 수 있습니다.", "원격 근무일은 미리 등록해야 합니다."]
+    assert [c.text for c in chunks] == [
+        "모든 직원은 원격 근무를 할 수 있습니다.",
+        "원격 근무일은 미리 등록해야 합니다.",
+    ]
 
 
 def test_a_long_run_without_spaces_is_cut_at_the_limit() -> None:

@@ -26,7 +26,9 @@ def test_a_bad_value_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "AICHAT_HYBRID_ALPHA" in str(err.value)
 
 
-def test_secrets_come_from_files_and_are_not_shown(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_secrets_come_from_files_and_are_not_shown(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     secret = tmp_path / "key"
     secret.write_text("s3cret\n")
     monkeypatch.setenv("AICHAT_WEAVIATE_API_KEY_FILE", str(secret))
@@ -36,14 +38,18 @@ def test_secrets_come_from_files_and_are_not_shown(monkeypatch: pytest.MonkeyPat
     assert "s3cret" not in repr(s)
 
 
-def test_an_unreadable_secret_file_names_the_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_an_unreadable_secret_file_names_the_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("AICHAT_ELASTIC_API_KEY_FILE", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="AICHAT_ELASTIC_API_KEY_FILE"):
         load_settings(WorkerSettings)
 
 
 def test_ecs_formatter_emits_json_with_correlation_ids() -> None:
-    record = logging.LogRecord("streams.x", logging.INFO, __file__, 1, "indexed %d chunks", (3,), None)
+    record = logging.LogRecord(
+        "streams.x", logging.INFO, __file__, 1, "indexed %d chunks", (3,), None
+    )
     record.trace_id = "t-1"
     record.doc_id = "doc-9"
     doc = orjson.loads(EcsJsonFormatter(service_name="svc").format(record))

@@ -9,8 +9,14 @@ TS = 1_790_000_000.0  # 2026-09-21
 
 def _doc(dataset: str, value: bytes | None, offset: int = 7) -> object:
     return to_document(
-        prefix="aichat-events", dataset=dataset, topic=f"p.{dataset}", partition=1,
-        offset=offset, key="k", timestamp_s=TS, value=value,
+        prefix="aichat-events",
+        dataset=dataset,
+        topic=f"p.{dataset}",
+        partition=1,
+        offset=offset,
+        key="k",
+        timestamp_s=TS,
+        value=value,
     )
 
 
@@ -33,8 +39,17 @@ def test_document_fields_are_namespaced_and_traced() -> None:
 
 def test_vectors_are_not_shipped() -> None:
     chunk = EmbeddedChunk(
-        chunk_id="c", doc_id="d", version=1, seq=0, n_chunks=1, text="t", char_start=0,
-        char_end=1, vector=pack_vector([0.1, 0.2]), dim=2, model="m",
+        chunk_id="c",
+        doc_id="d",
+        version=1,
+        seq=0,
+        n_chunks=1,
+        text="t",
+        char_start=0,
+        char_end=1,
+        vector=pack_vector([0.1, 0.2]),
+        dim=2,
+        model="m",
     )
     doc = _doc("embeddings", encode(chunk))
     assert "vector" not in doc.source["aichat"]
@@ -42,8 +57,15 @@ def test_vectors_are_not_shipped() -> None:
 
 
 def test_dead_letters_are_failures_with_a_message() -> None:
-    letter = DeadLetter(topic="p.documents", partition=0, offset=3, value="junk", agent="chunker",
-                        error_type="InvalidEvent", message="not JSON")
+    letter = DeadLetter(
+        topic="p.documents",
+        partition=0,
+        offset=3,
+        value="junk",
+        agent="chunker",
+        error_type="InvalidEvent",
+        message="not JSON",
+    )
     doc = _doc("dlq", encode(letter))
     assert doc.source["event"]["outcome"] == "failure"
     assert doc.source["aichat"]["dead_letter"]["error_type"] == "InvalidEvent"

@@ -195,7 +195,7 @@ def test_index_template_uses_the_prefix() -> None:
     s = settings(elastic_index_prefix="test-abc")
     body = render_index_template(s)
     assert body["index_patterns"] == ["test-abc-*"]
-    assert template_name(s) == "test-abc-events"
+    assert template_name(s) == "test-abc"
     assert "{{" not in str(body)
 
 

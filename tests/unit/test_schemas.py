@@ -19,7 +19,9 @@ from schemas.generate import JSON_DIR, render
 
 
 def test_document_roundtrip_keeps_every_field() -> None:
-    doc = DocumentEvent(doc_id="d1", version=3, title="T", text="hello", metadata={"lang": "en", "n": 2})
+    doc = DocumentEvent(
+        doc_id="d1", version=3, title="T", text="hello", metadata={"lang": "en", "n": 2}
+    )
     back = decode(DocumentEvent, encode(doc))
     assert back == doc
     assert back.produced_at.tzinfo is not None
@@ -33,7 +35,10 @@ def test_document_roundtrip_keeps_every_field() -> None:
         (b'{"schema_version": 2, "doc_id": "d", "version": 1}', "unsupported schema_version 2"),
         (b'{"schema_version": 1, "version": 1}', "doc_id"),
         (b'{"schema_version": 1, "doc_id": "d", "version": -1}', "version"),
-        (b'{"schema_version": 1, "doc_id": "d", "version": 1, "metadata": {"k": {"nested": 1}}}', "metadata"),
+        (
+            b'{"schema_version": 1, "doc_id": "d", "version": 1, "metadata": {"k": {"nested": 1}}}',
+            "metadata",
+        ),
         (None, "empty value"),
     ],
 )
@@ -44,7 +49,17 @@ def test_invalid_documents_are_refused_with_a_reason(raw: bytes | None, reason: 
 
 def test_chunk_ids_are_deterministic_and_distinct() -> None:
     assert chunk_uuid("d", 1, 0) == chunk_uuid("d", 1, 0)
-    assert len({chunk_uuid("d", 1, 0), chunk_uuid("d", 1, 1), chunk_uuid("d", 2, 0), chunk_uuid("e", 1, 0)}) == 4
+    assert (
+        len(
+            {
+                chunk_uuid("d", 1, 0),
+                chunk_uuid("d", 1, 1),
+                chunk_uuid("d", 2, 0),
+                chunk_uuid("e", 1, 0),
+            }
+        )
+        == 4
+    )
 
 
 def test_vector_encoding_roundtrips_float32() -> None:
@@ -66,8 +81,18 @@ def test_query_filters_refuse_keys_that_are_not_identifiers() -> None:
 
 def test_chunk_inherits_nothing_unknown() -> None:
     raw = orjson.dumps(
-        {"schema_version": 1, "chunk_id": "c", "doc_id": "d", "version": 1, "seq": 0,
-         "n_chunks": 1, "text": "t", "char_start": 0, "char_end": 1, "future_field": 1}
+        {
+            "schema_version": 1,
+            "chunk_id": "c",
+            "doc_id": "d",
+            "version": 1,
+            "seq": 0,
+            "n_chunks": 1,
+            "text": "t",
+            "char_start": 0,
+            "char_end": 1,
+            "future_field": 1,
+        }
     )
     chunk = decode(ChunkEvent, raw)  # unknown fields are ignored (forward compatible)
     assert not hasattr(chunk, "future_field")

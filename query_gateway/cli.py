@@ -1,0 +1,154 @@
+"""``aichat gateway`` (run a replica) and ``aichat ask`` (one question over the websocket).
+
+``aichat`` (``streams/cli.py``) calls :func:`register` on its subparsers, configures
+logging, and calls ``args.func(args)`` (that is :func:`run`); ``python -m
+query_gateway.cli`` does the same on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from query_gateway.client import ask
+from query_gateway.config import GatewaySettings
+from query_gateway.errors import GatewayError
+from streams.config import load_settings
+from streams.errors import ConfigError
+
+DEFAULT_URL = "ws://127.0.0.1:8000/ws"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gateway = subparsers.add_parser("gateway", help="run the websocket gateway (one replica)")
+    gateway.add_argument("--host", help="bind address (AICHAT_GATEWAY_HOST, default 127.0.0.1)")
+    gateway.add_argument("--port", type=int, help="port (AICHAT_GATEWAY_PORT, default 8000)")
+    gateway.add_argument(
+        "--reply-partition",
+        type=int,
+        help="answers partition this replica owns, distinct per replica (AICHAT_GATEWAY_REPLY_PARTITION)",
+    )
+    gateway.set_defaults(gateway_command="gateway", func=run)
+
+    ask_ = subparsers.add_parser("ask", help="ask one question over the gateway's websocket")
+    ask_.add_argument("question")
+    ask_.add_argument(
+        "--url", default=DEFAULT_URL, help=f"gateway websocket (default {DEFAULT_URL})"
+    )
+    ask_.add_argument("--top-k", type=int, default=5, help="sources to retrieve (1..20, default 5)")
+    ask_.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="metadata equality filter",
+    )
+    ask_.set_defaults(gateway_command="ask", func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    command = getattr(args, "gateway_command", None)
+    if command == "gateway":
+        return _run_gateway(args)
+    if command == "ask":
+        return asyncio.run(_run_ask(args))
+    raise ValueError(f"not a gateway command: {command!r}")
+
+
+def _run_gateway(args: argparse.Namespace) -> int:
+    from query_gateway.server import serve  # uvicorn only where it is needed
+
+    overrides = {
+        key: value
+        for key, value in (
+            ("gateway_host", args.host),
+            ("gateway_port", args.port),
+            ("gateway_reply_partition", args.reply_partition),
+        )
+        if value is not None
+    }
+    try:
+        settings = load_settings(GatewaySettings, **overrides)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        serve(settings)
+    except GatewayError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _run_ask(args: argparse.Namespace) -> int:
+    filters: dict[str, Any] = {}
+    for item in args.filter:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"--filter {item!r}: expected KEY=VALUE", file=sys.stderr)
+            return 2
+        filters[key] = value
+    sources: list[dict[str, Any]] = []
+    try:
+        async for frame in ask(args.url, args.question, top_k=args.top_k, filters=filters):
+            kind = frame.get("type")
+            if kind == "sources":
+                sources = frame.get("sources", [])
+            elif kind == "token":
+                print(frame.get("delta", ""), end="", flush=True)
+            elif kind == "done":
+                print()
+                _print_sources(sources)
+                timings = ", ".join(f"{k} {v:g} ms" for k, v in frame.get("timings_ms", {}).items())
+                print(f"\ntimings: {timings or '(none)'}")
+                return 0
+            elif kind == "error":
+                print(
+                    f"\nerror {frame.get('code')}: {frame.get('message')} (error_id {frame.get('error_id')})",
+                    file=sys.stderr,
+                )
+                return 1
+    except GatewayError as exc:
+        print(f"error {exc.code}: {exc}", file=sys.stderr)
+        return 1
+    print("error: the answer ended without done", file=sys.stderr)
+    return 1
+
+
+def _print_sources(sources: list[dict[str, Any]]) -> None:
+    if not sources:
+        print("\nsources: none")
+        return
+    print("\nsources:")
+    for n, src in enumerate(sources, 1):
+        title = src.get("title") or "(untitled)"
+        print(f"  [{n}] {src.get('doc_id')}  {title}  score {float(src.get('score', 0.0)):.3f}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m query_gateway.cli``: the same commands, logging configured here."""
+    from streams.config import ObservabilitySettings, log_json
+    from streams.logs import configure_logging
+
+    parser = argparse.ArgumentParser(prog="python -m query_gateway.cli")
+    register(parser.add_subparsers(required=True, metavar="{gateway,ask}"))
+    args = parser.parse_args(argv)
+    try:
+        obs = load_settings(ObservabilitySettings)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    configure_logging(
+        obs.log_level,
+        service_name=f"aichat-{args.gateway_command}",
+        environment=obs.environment,
+        json=log_json(obs),
+    )
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
