@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     commands.add_parser(
         "init", help="create topics, index template and collection on running services"
     )
-    parser.set_defaults(handler=run)
+    parser.set_defaults(func=run)
 
 
 def _table(rows: Sequence[ServiceStatus]) -> str:
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
         # aiokafka logs every refused connection at ERROR: status reports that itself
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    return int(args.handler(args))
+    return int(args.func(args))
 
 
 if __name__ == "__main__":
