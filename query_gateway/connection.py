@@ -111,9 +111,12 @@ class Connection:
             for task in tasks:
                 if task.cancel():
                     QUERIES.labels(outcome="disconnected").inc()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # asyncio.wait, not gather: it never re-raises the children's cancellation
+            # as our own, so a cancel scope around this handler sees only its own
+            if tasks:
+                await asyncio.wait(tasks)
             writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+            await asyncio.wait([writer])
             self._hub.connections.discard(self)
             OPEN_CONNECTIONS.dec()
             self.state = ConnectionState.CLOSED
@@ -172,7 +175,7 @@ class Connection:
         if task is None or not task.cancel():
             raise UnknownId(f"no query with id {client_id!r} is in flight", client_id=client_id)
         self.inflight.pop(client_id, None)
-        await asyncio.gather(task, return_exceptions=True)  # no frame of it can follow ours
+        await asyncio.wait([task])  # no frame of it can follow ours
         QUERIES.labels(outcome="cancelled").inc()
         await self._send(
             protocol.error(client_id, "cancelled", "the query was cancelled", _error_id())

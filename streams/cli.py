@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from streams.errors import ConfigError
 
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     from streams.config import ObservabilitySettings, load_settings, log_json
     from streams.logs import configure_logging
 
+    # authlib (via weaviate-client) warns on import about its httpx integration: not ours to fix
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     args = build_parser().parse_args(argv)
     try:
         obs = load_settings(ObservabilitySettings)

@@ -57,7 +57,9 @@ def terms(text: str) -> set[str]:
 
 
 def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(text) if s and s.strip()]
+    """Sentences of a passage; Markdown heading lines are structure, not answers."""
+    parts = (s.strip() for s in _SENTENCE.split(text))
+    return [s for s in parts if s and not s.startswith("#")]
 
 
 @dataclass(frozen=True, slots=True)

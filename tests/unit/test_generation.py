@@ -44,3 +44,10 @@ async def test_streams_many_tokens_in_reading_order() -> None:
 def test_terms_drop_stopwords_and_add_hangul_bigrams() -> None:
     assert "the" not in terms("the vacation")
     assert {"원격", "격근"} <= terms("원격근무")
+
+
+async def test_markdown_headings_are_not_quoted_as_answers() -> None:
+    passages = [_p(0, "# Remote work\n\nRemote work is allowed three days a week.")]
+    answer = await _answer("remote work days", passages)
+    assert not answer.startswith("#")
+    assert "three days a week" in answer
