@@ -16,6 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
+
+from dotenv import load_dotenv
 
 from streams.errors import ConfigError
 
@@ -42,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="aichat", description="AI-Chat streaming RAG")
     parser.add_argument("--log-level", default=None, help="override AICHAT_LOG_LEVEL")
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=None,
+        help="read AICHAT_* settings from this file (e.g. .env.production); "
+        "variables already set in the environment win",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="bring the whole system up here and keep it running")
@@ -67,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     # authlib (via weaviate-client) warns on import about its httpx integration: not ours to fix
     warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     args = build_parser().parse_args(argv)
+    if args.env_file is not None:
+        if not args.env_file.is_file():
+            sys.stderr.write(f"aichat: --env-file {args.env_file}: no such file\n")
+            return 2
+        # the entry point is the one place that may touch the process environment
+        load_dotenv(args.env_file, override=False)
     try:
         obs = load_settings(ObservabilitySettings)
         configure_logging(

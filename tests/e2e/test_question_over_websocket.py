@@ -7,16 +7,18 @@ query's and the documents' events into Elasticsearch.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from ingest.sdk import DocumentPublisher
 from query_gateway.client import ask
-from schemas.events import DocumentEvent
+from schemas.codec import decode, encode
+from schemas.events import DeadLetter, DocumentEvent
 from tests.support import RunningSystem, drop_isolated_state, eventually, isolated_env
 
 DOCS = {
@@ -38,9 +40,11 @@ DOCS = {
 }
 
 
-@pytest.fixture
-async def system(unique: str, tmp_path: Path) -> AsyncIterator[RunningSystem]:
-    sys_ = RunningSystem(env=isolated_env(unique, tmp_path), logs=tmp_path / "logs")
+@pytest.fixture(scope="module")
+async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningSystem]:
+    """One running system (two workers, a gateway) shared by this module's tests."""
+    tmp = tmp_path_factory.mktemp("system")
+    sys_ = RunningSystem(env=isolated_env(uuid.uuid4().hex[:10], tmp), logs=tmp / "logs")
     try:
         sys_.start("pipeline", "shipper")
         yield sys_
@@ -53,7 +57,7 @@ async def system(unique: str, tmp_path: Path) -> AsyncIterator[RunningSystem]:
 
 
 async def _frames(url: str, question: str) -> list[dict[str, Any]]:
-    return [frame async for frame in ask(url, question, top_k=3, idle_timeout_s=20)]
+    return [frame async for frame in ask(url, question, top_k=5, idle_timeout_s=20)]
 
 
 async def test_documents_in_question_out_and_every_event_in_elasticsearch(system: RunningSystem) -> None:
@@ -68,7 +72,7 @@ async def test_documents_in_question_out_and_every_event_in_elasticsearch(system
         frames = await _frames(system.ws_url, question)
         sources = next(f for f in frames if f["type"] == "sources")["sources"]
         # the documents are being indexed while we ask: retry until all three are searchable
-        return frames if len(sources) == 3 else None
+        return frames if set(DOCS) <= {s["doc_id"] for s in sources} else None
 
     frames = await eventually(answered_with_sources, timeout_s=90, what="all three documents searchable")
     kinds = [f["type"] for f in frames]
@@ -119,3 +123,50 @@ async def test_documents_in_question_out_and_every_event_in_elasticsearch(system
         chunks = await eventually(lambda d=doc_id: hits("aichat.doc_id", d, "aichat.chunks"),
                                   timeout_s=30, what=f"chunks of {doc_id} in Elasticsearch")
         assert chunks[0]["trace"]["id"] == docs[0]["trace"]["id"]  # one trace per document
+
+
+async def test_invalid_events_are_dead_lettered_with_a_reason_and_do_not_block(system: RunningSystem) -> None:
+    settings = system.settings()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        topic = settings.topic("documents")
+        await producer.send_and_wait(topic, b"\x00\xffjunk bytes", key=b"poison/doc")
+        await producer.send_and_wait(topic, b'{"schema_version": 1, "doc_id": "poison/doc"}', key=b"poison/doc")
+        # the same partition goes on: a valid document after the poison ones is indexed
+        valid = DocumentEvent(doc_id="poison/doc", version=2, title="After", text="Parking is on level minus two.")
+        await producer.send_and_wait(topic, encode(valid), key=b"poison/doc")
+    finally:
+        await producer.stop()
+
+    consumer = AIOKafkaConsumer(settings.topic("dlq"), bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    letters: list[DeadLetter] = []
+    try:
+        async def two_letters() -> list[DeadLetter] | None:
+            batch = await consumer.getmany(timeout_ms=1000)
+            letters.extend(decode(DeadLetter, r.value) for records in batch.values() for r in records)
+            mine = [d for d in letters if d.key == "poison/doc"]
+            return mine if len(mine) >= 2 else None
+
+        mine = await eventually(two_letters, timeout_s=60, what="two dead letters")
+    finally:
+        await consumer.stop()
+    by_reason = sorted(mine, key=lambda d: d.offset)
+    assert all(d.agent == "chunker" and d.error_type == "InvalidEvent" for d in by_reason)
+    assert "not JSON" in by_reason[0].message
+    assert "version" in by_reason[1].message and "Field required" in by_reason[1].message
+    assert by_reason[0].topic == settings.topic("documents")
+
+    frames = await eventually(
+        lambda: _frames_with_source(system.ws_url, "Where is parking?", "poison/doc"),
+        timeout_s=60, what="the valid document after the poison ones to be searchable",
+    )
+    assert frames[-1]["type"] == "done"
+
+
+async def _frames_with_source(url: str, question: str, doc_id: str) -> list[dict[str, Any]] | None:
+    frames = await _frames(url, question)
+    sources = next((f for f in frames if f["type"] == "sources"), {"sources": []})["sources"]
+    return frames if any(s["doc_id"] == doc_id for s in sources) else None
