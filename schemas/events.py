@@ -15,7 +15,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -69,31 +69,74 @@ class DocumentEvent(Event):
     content_type: str = "text/plain"
     source_uri: str = ""
     metadata: Metadata = Field(default_factory=dict, description="flat, scalar values")
+    content_hash: str = Field(
+        "",
+        max_length=128,
+        description="sha256 hex of title + text + metadata, set by the producer; "
+        "an upsert whose hash equals the indexed one is not re-embedded",
+    )
 
 
 class ChunkEvent(Event):
-    """``chunks`` topic, keyed by ``doc_id``."""
+    """``chunks`` topic, keyed by ``doc_id``.
 
+    ``op="delete"`` is the document's delete travelling in order behind its earlier
+    chunks (``seq=0``, ``n_chunks=0``, no text), so it can never overtake them.
+    """
+
+    op: Literal["upsert", "delete"] = "upsert"
     chunk_id: str
     doc_id: DocId
     tenant: Tenant = "default"
     version: int = Field(ge=0)
     seq: int = Field(ge=0)
-    n_chunks: int = Field(ge=1)
-    text: str = Field(min_length=1)
-    char_start: int = Field(ge=0)
-    char_end: int = Field(ge=0)
+    n_chunks: int = Field(ge=0)
+    text: str = ""
+    char_start: int = Field(0, ge=0)
+    char_end: int = Field(0, ge=0)
     title: str = ""
     source_uri: str = ""
     metadata: Metadata = Field(default_factory=dict)
+    content_hash: str = ""
+    published_at: datetime | None = Field(
+        None, description="produced_at of the document event: start of the freshness clock"
+    )
+
+    @model_validator(mode="after")
+    def _upserts_carry_text(self) -> ChunkEvent:
+        if self.op == "upsert" and (not self.text or self.n_chunks < 1 or self.seq >= self.n_chunks):
+            raise ValueError("an upsert chunk needs text and 0 <= seq < n_chunks")
+        return self
 
 
 class EmbeddedChunk(ChunkEvent):
-    """``embeddings`` topic: the chunk plus its vector (little-endian float32, base64)."""
+    """``embeddings`` topic: the chunk plus its vector (little-endian float32, base64).
 
-    vector: str = Field(description="base64 of little-endian float32 values")
-    dim: int = Field(ge=1)
-    model: str
+    A delete passes through with an empty vector (``dim=0``).
+    """
+
+    vector: str = Field("", description="base64 of little-endian float32 values")
+    dim: int = Field(0, ge=0)
+    model: str = ""
+
+
+class DocumentIndexed(Event):
+    """``indexed`` topic, keyed by ``doc_id``: one per document version the indexer finished.
+
+    ``outcome``: ``indexed`` (searchable now, older versions removed), ``deleted``,
+    ``stale`` (a newer version was already indexed: ignored), ``unchanged`` (same
+    content hash as the indexed version: not re-embedded).
+    """
+
+    doc_id: DocId
+    tenant: Tenant = "default"
+    version: int = Field(ge=0)
+    outcome: Literal["indexed", "deleted", "stale", "unchanged"]
+    n_chunks: int = Field(0, ge=0)
+    removed_chunks: int = Field(0, ge=0, description="chunks of older versions removed")
+    published_at: datetime | None = None
+    indexed_at: datetime = Field(default_factory=utc_now)
+    freshness_ms: float | None = Field(None, description="published_at → indexed_at")
 
 
 class ReplyRoute(BaseModel):
@@ -178,4 +221,5 @@ TOPIC_EVENTS: dict[str, type[Event]] = {
     "queries": QueryEvent,
     "answers": AnswerEvent,
     "dlq": DeadLetter,
+    "indexed": DocumentIndexed,
 }

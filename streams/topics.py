@@ -11,7 +11,7 @@ from faust.types import TopicT
 
 from streams.config import KafkaSettings
 
-TOPIC_NAMES = ("documents", "chunks", "embeddings", "queries", "answers", "dlq", "logs")
+TOPIC_NAMES = ("documents", "chunks", "embeddings", "indexed", "queries", "answers", "dlq", "logs")
 
 
 def raw_topic(app: faust.App, *names: str) -> TopicT:
@@ -29,6 +29,7 @@ class Topics:
     documents: TopicT
     chunks: TopicT
     embeddings: TopicT
+    indexed: TopicT
     queries: TopicT
     answers: TopicT
     dlq: TopicT

@@ -11,7 +11,7 @@ from streams.processing import Incoming, per_event_agent
 from streams.topics import raw_topic
 
 AGENT = "shipper"
-SHIPPED_TOPICS = ("documents", "chunks", "embeddings", "queries", "answers", "dlq")
+SHIPPED_TOPICS = ("documents", "chunks", "embeddings", "indexed", "queries", "answers", "dlq")
 
 
 def register(app: faust.App, ctx: AgentContext) -> None:

@@ -25,7 +25,8 @@ from infra.weaviate.schema import render_collection
 from streams.config import load_settings
 from streams.errors import ConfigError
 
-ARCHITECTURE_TOPICS = {"documents", "chunks", "embeddings", "queries", "answers", "dlq", "logs"}
+# the topics of ARCHITECTURE.md plus `indexed` (index acknowledgements, issue 3)
+ARCHITECTURE_TOPICS = {"documents", "chunks", "embeddings", "indexed", "queries", "answers", "dlq", "logs"}
 
 
 def settings(**overrides: object) -> StackSettings:
