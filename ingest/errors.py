@@ -1,8 +1,9 @@
 """Errors of the ingest side.
 
-    IngestError          root
-    ├── UnreadableFile   a file could not be turned into a document (names the file and why)
-    └── PublishFailed    the broker did not acknowledge a document
+IngestError          root
+├── UnreadableFile   a source could not be turned into a document (names the file, the line, why)
+├── PublishFailed    the broker did not acknowledge a document (retriable)
+└── UsageError       the command line asks for something impossible (exit code 2)
 """
 
 from __future__ import annotations
@@ -13,11 +14,19 @@ class IngestError(Exception):
 
 
 class UnreadableFile(IngestError):
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
+    """``path: reason`` or, for one record of a JSON Lines file, ``path:line: reason``."""
+
+    def __init__(self, path: str, reason: str, *, line: int | None = None) -> None:
+        where = path if line is None else f"{path}:{line}"
+        super().__init__(f"{where}: {reason}")
         self.path = path
         self.reason = reason
+        self.line = line
 
 
 class PublishFailed(IngestError):
     retriable = True
+
+
+class UsageError(IngestError):
+    """Bad arguments: nothing was read or published."""

@@ -112,10 +112,9 @@ class KafkaLauncher:
                     f"-Dkafka.logs.dir={paths.logs}",
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    cluster_id,
-                    "-c",
-                    str(properties),
+                    # one token: an id may start with "-", which would read as an option
+                    f"--cluster-id={cluster_id}",
+                    f"--config={properties}",
                 ],
                 what="kafka: format storage",
                 env=env,
