@@ -80,11 +80,12 @@ class DocumentEvent(Event):
 class ChunkEvent(Event):
     """``chunks`` topic, keyed by ``doc_id``.
 
-    ``op="delete"`` is the document's delete travelling in order behind its earlier
-    chunks (``seq=0``, ``n_chunks=0``, no text), so it can never overtake them.
+    ``op="delete"`` is the document's delete, and ``op="unchanged"`` a new version
+    with the indexed content, travelling in order behind the document's earlier
+    chunks (``seq=0``, ``n_chunks=0``, no text) so they can never overtake them.
     """
 
-    op: Literal["upsert", "delete"] = "upsert"
+    op: Literal["upsert", "delete", "unchanged"] = "upsert"
     chunk_id: str
     doc_id: DocId
     tenant: Tenant = "default"

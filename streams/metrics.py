@@ -11,6 +11,14 @@ EMITTED = Counter("aichat_agent_emitted_total", "Events produced by an agent", [
 DEAD_LETTERS = Counter(
     "aichat_dead_letters_total", "Events sent to the dead-letter topic", ["agent", "error_type"]
 )
+BATCH_SIZE = Histogram(
+    "aichat_agent_batch_size", "Events per micro-batch", ["agent"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+FRESHNESS_SECONDS = Histogram(
+    "aichat_freshness_seconds", "Document published to searchable in Weaviate",
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60),
+)
 RETRIES = Counter("aichat_agent_retries_total", "Retried attempts after a retriable error", ["agent"])
 HANDLE_SECONDS = Histogram(
     "aichat_agent_handle_seconds",

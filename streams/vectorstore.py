@@ -19,10 +19,16 @@ import orjson
 import weaviate
 from weaviate.classes.data import DataObject
 from weaviate.classes.query import Filter, MetadataQuery
-from weaviate.exceptions import WeaviateBaseError, WeaviateConnectionError, WeaviateQueryError
+from weaviate.exceptions import (
+    UnexpectedStatusCodeError,
+    WeaviateBaseError,
+    WeaviateConnectionError,
+    WeaviateQueryError,
+)
 
 from schemas.events import EmbeddedChunk, Scalar
 from streams.config import WeaviateSettings
+from streams.docstate import DOCS_DEFINITION, DocRegistry
 from streams.errors import DependencyUnavailable, EffectFailed
 from streams.generation import Passage
 
@@ -111,17 +117,61 @@ class WeaviateStore:
         if client is not None:
             await client.close()
 
+    @property
+    def docs_collection_name(self) -> str:
+        return f"{self.settings.weaviate_collection}Docs"
+
     async def ensure_collection(self, client: weaviate.WeaviateAsyncClient) -> None:
+        """Create the chunk collection and the document-state collection if missing."""
         name = self.settings.weaviate_collection
-        if not await client.collections.exists(name):
-            await client.collections.create_from_dict(collection_definition(name))
-            log.info("created Weaviate collection %s", name)
+        wanted = {
+            name: collection_definition(name),
+            self.docs_collection_name: {**DOCS_DEFINITION, "class": self.docs_collection_name},
+        }
+        for collection, definition in wanted.items():
+            if not await client.collections.exists(collection):
+                try:
+                    await client.collections.create_from_dict(definition)
+                except UnexpectedStatusCodeError as exc:
+                    if "already exists" not in str(exc):  # another worker was faster
+                        raise
+                log.info("created Weaviate collection %s", collection)
+
+    def _use(self, name: str) -> Any:
+        if self._client is None:
+            raise RuntimeError("WeaviateStore used before start()")
+        return self._client.collections.use(name)
 
     @property
     def _collection(self) -> Any:
-        if self._client is None:
-            raise RuntimeError("WeaviateStore used before start()")
-        return self._client.collections.use(self.settings.weaviate_collection)
+        return self._use(self.settings.weaviate_collection)
+
+    @property
+    def registry(self) -> DocRegistry:
+        return DocRegistry(self._use(self.docs_collection_name))
+
+    async def delete_chunks(self, doc_id: str, *, versions_below: int | None = None,
+                            versions_up_to: int | None = None) -> int:
+        """Delete a document's chunks of older versions (or all up to one); return how many."""
+        where = Filter.by_property("doc_id").equal(doc_id)
+        if versions_below is not None:
+            where = where & Filter.by_property("version").less_than(versions_below)
+        if versions_up_to is not None:
+            where = where & Filter.by_property("version").less_or_equal(versions_up_to)
+        try:
+            result = await self._collection.data.delete_many(where=where)
+        except WeaviateBaseError as exc:
+            raise DependencyUnavailable(f"Weaviate delete failed: {exc}") from exc
+        if result.failed:
+            raise DependencyUnavailable(f"Weaviate failed to delete {result.failed} chunks of {doc_id}")
+        return int(result.successful)
+
+    async def count_chunks(self, doc_id: str, version: int | None = None) -> int:
+        where = Filter.by_property("doc_id").equal(doc_id)
+        if version is not None:
+            where = where & Filter.by_property("version").equal(version)
+        result = await self._collection.aggregate.over_all(total_count=True, filters=where)
+        return int(result.total_count or 0)
 
     async def upsert(self, items: Sequence[ChunkVector]) -> None:
         objects = [

@@ -32,7 +32,7 @@ from streams.vectorstore import WeaviateStore
 log = logging.getLogger(__name__)
 
 _NEEDS_MODEL = {"embedder", "answerer"}
-_NEEDS_WEAVIATE = {"indexer", "answerer"}
+_NEEDS_WEAVIATE = {"chunker", "indexer", "answerer"}
 _NEEDS_ELASTIC = {"shipper"}
 
 

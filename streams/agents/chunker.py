@@ -1,23 +1,53 @@
-"""documents → chunks: split each upserted document into overlapping chunks."""
+"""documents → chunks: split each document version into token-bounded chunks.
+
+Per micro-batch of document events:
+
+* an upsert becomes its chunks (``streams/chunking``), each carrying the document's
+  metadata plus ``heading_path``, its content hash and ``published_at`` (the start
+  of the freshness clock);
+* a delete becomes one ``op="delete"`` marker, in order behind earlier chunks;
+* an upsert whose content hash equals the indexed version's becomes one
+  ``op="unchanged"`` marker instead of chunks, so it is not embedded again — but
+  only when nothing this worker sent for the document is still in flight (the last
+  version it forwarded is already the indexed one); after a restart it cannot know,
+  and re-embeds once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import OrderedDict
 
 import faust
 
-from schemas.codec import decode
+from schemas.errors import InvalidEvent
 from schemas.events import ChunkEvent, DocumentEvent, chunk_uuid
-from streams.chunking import chunk_text
+from streams.chunking import TokenCounter, chunk_document, load_token_counter
 from streams.context import AgentContext
-from streams.processing import Incoming, per_event_agent
+from streams.docstate import DocState
+from streams.processing import Incoming, batch_agent, decoder
 
 log = logging.getLogger(__name__)
 AGENT = "chunker"
+#: documents whose last forwarded version this worker remembers
+FORWARDED_MEMORY = 200_000
+#: longer texts are chunked in a thread so the event loop keeps serving Kafka
+THREAD_ABOVE_CHARS = 50_000
 
 
-def make_chunks(doc: DocumentEvent, *, max_chars: int, overlap_chars: int) -> list[ChunkEvent]:
-    pieces = chunk_text(doc.text, max_chars=max_chars, overlap_chars=overlap_chars)
+def make_chunks(
+    doc: DocumentEvent, *, counter: TokenCounter, max_tokens: int, overlap_tokens: int
+) -> list[ChunkEvent]:
+    pieces = chunk_document(
+        doc.text,
+        counter=counter,
+        content_type=doc.content_type,
+        max_tokens=max_tokens,
+        overlap_tokens=overlap_tokens,
+    )
+    if not pieces:
+        raise InvalidEvent(f"upsert of {doc.doc_id} v{doc.version} has no text to index")
     return [
         ChunkEvent(
             trace_id=doc.trace_id,
@@ -32,28 +62,80 @@ def make_chunks(doc: DocumentEvent, *, max_chars: int, overlap_chars: int) -> li
             char_end=piece.char_end,
             title=doc.title,
             source_uri=doc.source_uri,
-            metadata=doc.metadata,
+            metadata=_with_heading(doc, piece.heading_path),
+            content_hash=doc.content_hash,
+            published_at=doc.produced_at,
         )
         for piece in pieces
     ]
 
 
+def _with_heading(doc: DocumentEvent, heading_path: tuple[str, ...]) -> dict[str, str | int | float | bool]:
+    if not heading_path:
+        return dict(doc.metadata)
+    return {**doc.metadata, "heading_path": " > ".join(heading_path)}
+
+
+def marker(doc: DocumentEvent, op: str) -> ChunkEvent:
+    return ChunkEvent(
+        op=op, trace_id=doc.trace_id, chunk_id=chunk_uuid(doc.doc_id, doc.version, 0),
+        doc_id=doc.doc_id, tenant=doc.tenant, version=doc.version, seq=0, n_chunks=0,
+        title=doc.title, source_uri=doc.source_uri, content_hash=doc.content_hash,
+        published_at=doc.produced_at,
+    )
+
+
+def is_unchanged(doc: DocumentEvent, state: DocState | None, last_forwarded: int | None) -> bool:
+    """Same content as the indexed version, and nothing of this document in flight."""
+    return (
+        doc.op == "upsert"
+        and bool(doc.content_hash)
+        and state is not None
+        and state.status == "indexed"
+        and state.content_hash == doc.content_hash
+        and doc.version >= state.version
+        and last_forwarded is not None
+        and last_forwarded <= state.version
+    )
+
+
 def register(app: faust.App, ctx: AgentContext) -> None:
-    settings = ctx.settings
+    settings, store = ctx.settings, ctx.store
+    assert store is not None, "the chunker needs Weaviate (document states)"
+    counter = load_token_counter(settings.embed_model)  # the tokenizer only, no model weights
+    forwarded: OrderedDict[str, int] = OrderedDict()
 
-    async def handle(msg: Incoming) -> None:
-        doc = decode(DocumentEvent, msg.value)
-        if doc.op == "delete":
-            log.info("delete of %s passed on to the indexer", doc.doc_id, extra={"doc_id": doc.doc_id})
-            return  # the skeleton indexes upserts; deletes are handled by the indexer later
-        chunks = make_chunks(
-            doc, max_chars=settings.chunk_max_chars, overlap_chars=settings.chunk_overlap_chars
-        )
-        futures = [await ctx.send(AGENT, ctx.topics.chunks, doc.doc_id, c) for c in chunks]
+    def remember(doc_id: str, version: int) -> None:
+        forwarded[doc_id] = version
+        forwarded.move_to_end(doc_id)
+        if len(forwarded) > FORWARDED_MEMORY:
+            forwarded.popitem(last=False)
+
+    def chunk(doc: DocumentEvent) -> list[ChunkEvent]:
+        return make_chunks(doc, counter=counter, max_tokens=settings.chunk_max_tokens,
+                           overlap_tokens=settings.chunk_overlap_tokens)
+
+    async def chunks_of(doc: DocumentEvent) -> list[ChunkEvent]:
+        if len(doc.text) > THREAD_ABOVE_CHARS:
+            return await asyncio.to_thread(chunk, doc)
+        return chunk(doc)
+
+    async def handle(batch: list[tuple[Incoming, DocumentEvent]]) -> None:
+        states = await store.registry.get(doc.doc_id for _, doc in batch)
+        futures = []
+        for _, doc in batch:
+            if doc.op == "delete":
+                out = [marker(doc, "delete")]
+            elif is_unchanged(doc, states.get(doc.doc_id), forwarded.get(doc.doc_id)):
+                out = [marker(doc, "unchanged")]
+            else:
+                out = await chunks_of(doc)
+            futures.extend([await ctx.send(AGENT, ctx.topics.chunks, doc.doc_id, c) for c in out])
+            remember(doc.doc_id, doc.version)
+            log.debug("%s v%d → %d chunk events (%s)", doc.doc_id, doc.version, len(out), out[0].op,
+                      extra={"doc_id": doc.doc_id, "trace_id": doc.trace_id})
         await ctx.delivered(futures)
-        log.info(
-            "chunked %s v%d into %d chunks", doc.doc_id, doc.version, len(chunks),
-            extra={"doc_id": doc.doc_id, "trace_id": doc.trace_id},
-        )
 
-    app.agent(ctx.topics.documents, name=AGENT, concurrency=1)(per_event_agent(ctx, AGENT, handle))
+    body = batch_agent(ctx, AGENT, decoder(DocumentEvent), handle,
+                       max_size=settings.batch_max_events, within_s=settings.batch_max_wait_ms / 1000)
+    app.agent(ctx.topics.documents, name=AGENT, concurrency=1)(body)

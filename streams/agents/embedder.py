@@ -1,14 +1,19 @@
-"""chunks → embeddings: add the model's normalised vector to each chunk."""
+"""chunks → embeddings: add the model's normalised vector to each chunk, in micro-batches.
+
+Up to ``batch_max_events`` chunks (or whatever arrived within ``batch_max_wait_ms``)
+go through the model in one call, off the event loop; deletes and unchanged markers
+pass through without a vector, in order.
+"""
 
 from __future__ import annotations
 
 import faust
 
-from schemas.codec import decode, pack_vector
+from schemas.codec import pack_vector
 from schemas.events import ChunkEvent, EmbeddedChunk
 from streams.context import AgentContext
 from streams.metrics import EMBED_SECONDS
-from streams.processing import Incoming, per_event_agent
+from streams.processing import Incoming, batch_agent, decoder
 
 AGENT = "embedder"
 
@@ -17,16 +22,22 @@ def register(app: faust.App, ctx: AgentContext) -> None:
     embedder = ctx.embedder
     assert embedder is not None, "the embedder agent needs a model"
 
-    async def handle(msg: Incoming) -> None:
-        chunk = decode(ChunkEvent, msg.value)
-        with EMBED_SECONDS.labels(AGENT).time():
-            vectors = await embedder.embed([chunk.text])
-        embedded = EmbeddedChunk(
-            **chunk.model_dump(exclude={"event_id", "produced_at"}),
-            vector=pack_vector(vectors[0]),
-            dim=embedder.dim,
-            model=embedder.model_name,
-        )
-        await (await ctx.send(AGENT, ctx.topics.embeddings, chunk.doc_id, embedded))
+    async def handle(batch: list[tuple[Incoming, ChunkEvent]]) -> None:
+        chunks = [chunk for _, chunk in batch]
+        texts = [c.text for c in chunks if c.op == "upsert"]
+        vectors = iter(())
+        if texts:
+            with EMBED_SECONDS.labels(AGENT).time():
+                vectors = iter(await embedder.embed(texts))
+        futures = []
+        for chunk in chunks:
+            fields = chunk.model_dump(exclude={"event_id", "produced_at"})
+            if chunk.op == "upsert":
+                fields.update(vector=pack_vector(next(vectors)), dim=embedder.dim, model=embedder.model_name)
+            futures.append(await ctx.send(AGENT, ctx.topics.embeddings, chunk.doc_id, EmbeddedChunk(**fields)))
+        await ctx.delivered(futures)
 
-    app.agent(ctx.topics.chunks, name=AGENT, concurrency=1)(per_event_agent(ctx, AGENT, handle))
+    s = ctx.settings
+    body = batch_agent(ctx, AGENT, decoder(ChunkEvent), handle, max_size=s.batch_max_events,
+                       within_s=s.batch_max_wait_ms / 1000)
+    app.agent(ctx.topics.chunks, name=AGENT, concurrency=1)(body)

