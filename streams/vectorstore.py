@@ -10,11 +10,13 @@ through the client's typed filter API, never by string concatenation.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
 import orjson
 import weaviate
 from weaviate.classes.data import DataObject
@@ -36,6 +38,18 @@ log = logging.getLogger(__name__)
 
 COLLECTION_FILE = Path(__file__).resolve().parent.parent / "infra" / "weaviate" / "collection.json"
 _RETURN_PROPS = ["doc_id", "tenant", "version", "seq", "title", "text", "source_uri", "metadata_json"]
+#: BM25 runs over these: English-style words in title/text, Korean morphemes in text_ko
+SEARCH_PROPS = ["title", "text", "text_ko"]
+_NOT_HANGUL = re.compile(r"[^\u1100-\u11ff\u3131-\u318e\uac00-\ud7a3]+")
+
+
+def hangul_only(*texts: str) -> str:
+    """The Hangul runs of the texts, space-separated ("" when there are none).
+
+    Korean needs a morphological tokenizer (kagome_kr) for BM25 — 캘린더에 must match
+    캘린더 — but that tokenizer mangles Latin text, so it only ever sees Hangul.
+    """
+    return " ".join(run for t in texts for run in _NOT_HANGUL.split(t) if run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +143,38 @@ class WeaviateStore:
             self.docs_collection_name: {**DOCS_DEFINITION, "class": self.docs_collection_name},
         }
         for collection, definition in wanted.items():
-            if not await client.collections.exists(collection):
-                try:
-                    await client.collections.create_from_dict(definition)
-                except UnexpectedStatusCodeError as exc:
-                    if "already exists" not in str(exc):  # another worker was faster
-                        raise
-                log.info("created Weaviate collection %s", collection)
+            if await client.collections.exists(collection):
+                await self._add_missing_properties(client, collection, definition)
+                continue
+            try:
+                await client.collections.create_from_dict(definition)
+            except UnexpectedStatusCodeError as exc:
+                if "already exists" not in str(exc):  # another worker was faster
+                    raise
+            log.info("created Weaviate collection %s", collection)
+
+    async def _add_missing_properties(
+        self, client: weaviate.WeaviateAsyncClient, name: str, definition: dict[str, Any]
+    ) -> None:
+        """A newer definition's extra properties are added (Weaviate adds, never changes, them)."""
+        config = await client.collections.use(name).config.get()
+        present = {p.name for p in config.properties}
+        for prop in definition["properties"]:
+            if prop["name"] not in present:
+                await self._http_add_property(name, prop)
+                log.warning("added property %s to Weaviate collection %s (existing objects have "
+                            "it empty until re-indexed)", prop["name"], name)
+
+    async def _http_add_property(self, name: str, prop: dict[str, Any]) -> None:
+        s = self.settings
+        headers = {"Authorization": f"Bearer {s.weaviate_api_key.get_secret_value()}"} if s.weaviate_api_key else {}
+        async with httpx.AsyncClient(timeout=30) as http:
+            response = await http.post(
+                f"http://{s.weaviate_host}:{s.weaviate_http_port}/v1/schema/{name}/properties",
+                json=prop, headers=headers,
+            )
+        if response.status_code >= 300:
+            raise EffectFailed(f"cannot add property {prop['name']} to {name}: {response.text}")
 
     def _use(self, name: str) -> Any:
         if self._client is None:
@@ -186,6 +225,7 @@ class WeaviateStore:
                     "n_chunks": item.chunk.n_chunks,
                     "title": item.chunk.title,
                     "text": item.chunk.text,
+                    "text_ko": hangul_only(item.chunk.title, item.chunk.text),
                     "char_start": item.chunk.char_start,
                     "char_end": item.chunk.char_end,
                     "source_uri": item.chunk.source_uri,
@@ -224,6 +264,7 @@ class WeaviateStore:
                 vector=list(vector),
                 alpha=alpha,
                 limit=top_k,
+                query_properties=SEARCH_PROPS,
                 filters=build_filter(tenant, filters),
                 return_metadata=MetadataQuery(score=True),
                 return_properties=_RETURN_PROPS,

@@ -52,6 +52,8 @@ def weaviate_env(settings: StackSettings, data_dir: Path, backups_dir: Path) -> 
         "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "true",
         "DEFAULT_VECTORIZER_MODULE": "none",
         "ENABLE_MODULES": "backup-filesystem",
+        # Korean morphological tokenizer for BM25 (tokenization "kagome_kr" in collection.json)
+        "ENABLE_TOKENIZER_KAGOME_KR": "true",
         "BACKUP_FILESYSTEM_PATH": str(backups_dir),
         "QUERY_DEFAULTS_LIMIT": "25",
         "LIMIT_RESOURCES": "true",

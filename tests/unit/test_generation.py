@@ -51,3 +51,10 @@ async def test_markdown_headings_are_not_quoted_as_answers() -> None:
     answer = await _answer("remote work days", passages)
     assert not answer.startswith("#")
     assert "three days a week" in answer
+
+
+def test_only_hangul_reaches_the_korean_tokenizer() -> None:
+    from streams.vectorstore import hangul_only
+
+    assert hangul_only("원격 근무", "Use the VPN and 팀 캘린더에 등록.") == "원격 근무 팀 캘린더에 등록"
+    assert hangul_only("English only", "no Korean here") == ""
