@@ -3,17 +3,103 @@
 Each replica owns one partition of the ``answers`` topic
 (``AICHAT_GATEWAY_REPLY_PARTITION``): replicas of one deployment must use
 distinct partitions, or they will steal each other's answers.
+
+Authentication is on by default (``AICHAT_GATEWAY_AUTH=jwt``) and needs a key:
+``AICHAT_JWT_SECRET_FILE`` (HS256) or ``AICHAT_JWT_PUBLIC_KEY_FILE`` (RS256).
+Running without it takes an explicit ``AICHAT_GATEWAY_AUTH=disabled``. The key
+is checked when the app is built (:func:`query_gateway.auth.build_authenticator`),
+so ``aichat up`` can load these settings before it hands the gateway a local key.
+
+Per-user rate limits live in Redis when ``AICHAT_REDIS_URL`` is set (needed as
+soon as more than one replica runs), in this process otherwise.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+from typing import Literal
 
-from streams.config import ElasticSettings, KafkaSettings, ObservabilitySettings, WeaviateSettings
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+
+from streams.config import (
+    ElasticSettings,
+    KafkaSettings,
+    ObservabilitySettings,
+    WeaviateSettings,
+    _Base,
+)
+
+TENANT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
-class GatewaySettings(KafkaSettings, WeaviateSettings, ElasticSettings, ObservabilitySettings):
-    """Kafka + readiness targets + the gateway's own limits."""
+class RedisSettings(_Base):
+    """Where shared gateway state (rate-limit buckets) lives; unset = in-process."""
+
+    redis_url: SecretStr | None = Field(
+        None,
+        description="redis://[:password@]host:port/db (or rediss://); may hold a password, "
+        "so it is a secret (AICHAT_REDIS_URL_FILE works too)",
+    )
+    redis_key_prefix: str = Field(
+        "aichat:", max_length=64, description="prefix of every key the gateway writes"
+    )
+    redis_timeout_s: float = Field(0.5, gt=0, le=30, description="per Redis command")
+
+
+class GatewayAuthSettings(_Base):
+    gateway_auth: Literal["jwt", "disabled"] = Field(
+        "jwt",
+        description="'disabled' trusts ?user= and puts everyone in jwt_default_tenant or "
+        "'default': local experiments only",
+    )
+    jwt_algorithm: Literal["HS256", "RS256"] = Field(
+        "HS256", description="the only algorithm accepted (pinned; 'none' never is)"
+    )
+    jwt_secret: SecretStr | None = Field(
+        None, description="HS256 shared secret, at least 32 bytes (AICHAT_JWT_SECRET_FILE)"
+    )
+    jwt_public_key: SecretStr | None = Field(
+        None, description="RS256 PEM public key (AICHAT_JWT_PUBLIC_KEY_FILE)"
+    )
+    jwt_audience: str = Field("aichat", min_length=1, description="required 'aud'")
+    jwt_issuer: str = Field("aichat", min_length=1, description="required 'iss'")
+    jwt_user_claim: str = Field("sub", min_length=1)
+    jwt_tenant_claim: str = Field("tenant", min_length=1)
+    jwt_default_tenant: str | None = Field(
+        None,
+        pattern=TENANT_PATTERN,
+        description="tenant of tokens without the tenant claim; unset = such tokens are refused",
+    )
+    jwt_leeway_s: float = Field(
+        30.0, ge=0, le=300, description="clock skew allowed on exp/nbf/iat"
+    )
+    gateway_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="browser Origins allowed besides the gateway's own (e.g. "
+        '["https://chat.example.com"]); "*" allows any; requests without Origin are not browsers',
+    )
+
+    @field_validator("gateway_allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        cleaned = []
+        for origin in value:
+            origin = origin.strip().rstrip("/")
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r}: an origin is scheme://host[:port], or '*'")
+            cleaned.append(origin.lower())
+        return cleaned
+
+
+class GatewaySettings(
+    GatewayAuthSettings,
+    RedisSettings,
+    KafkaSettings,
+    WeaviateSettings,
+    ElasticSettings,
+    ObservabilitySettings,
+):
+    """Kafka + readiness targets + auth + the gateway's own limits."""
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8000, ge=0, le=65535)
@@ -22,6 +108,10 @@ class GatewaySettings(KafkaSettings, WeaviateSettings, ElasticSettings, Observab
         ge=0,
         description="partition of the answers topic this replica owns (distinct per replica)",
     )
+    gateway_tls_certfile: Path | None = Field(
+        None, description="PEM certificate (chain): serve https:// and wss://"
+    )
+    gateway_tls_keyfile: Path | None = Field(None, description="PEM private key of the certificate")
     answer_deadline_ms: int = Field(
         10_000, ge=100, description="answer by then or get deadline_exceeded"
     )
@@ -34,7 +124,19 @@ class GatewaySettings(KafkaSettings, WeaviateSettings, ElasticSettings, Observab
     max_frame_bytes: int = Field(16_384, ge=256, description="largest client frame accepted")
     max_query_chars: int = Field(2_000, ge=1, le=4_000)
     max_inflight_per_connection: int = Field(4, ge=1, le=256)
+    rate_limit_per_minute: float = Field(
+        60.0, gt=0, description="queries per user per minute (token bucket refill)"
+    )
+    rate_limit_burst: int = Field(10, ge=1, description="queries a user may send at once")
     outgoing_queue_size: int = Field(256, ge=1, description="server frames buffered per connection")
+    slow_client_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="a client whose buffer stays full this long is disconnected (slow_client)",
+    )
+    publish_cancellations: bool = Field(
+        True, description="produce QueryCancelled onto queries when a query is abandoned"
+    )
     kafka_start_timeout_s: float = Field(
         30.0, gt=0, description="connect + position on the answers partition"
     )
@@ -44,14 +146,23 @@ class GatewaySettings(KafkaSettings, WeaviateSettings, ElasticSettings, Observab
         default_factory=lambda: ["http://127.0.0.1:6066/health/ready"],
         description="the 'model' readiness check: every answerer worker's /health/ready",
     )
-    ws_ping_interval_s: float = Field(20.0, gt=0)
-    ws_ping_timeout_s: float = Field(20.0, gt=0)
+    ws_ping_interval_s: float = Field(20.0, gt=0, description="websocket ping every …")
+    ws_ping_timeout_s: float = Field(
+        20.0, gt=0, description="… and close (1011) when its pong is this late"
+    )
     shutdown_timeout_s: float = Field(
         12.0,
         gt=0,
         description="graceful shutdown drain limit; keep it above answer deadline + grace so "
         "every in-flight query ends with done or an error frame",
     )
+
+    @field_validator("gateway_tls_keyfile")
+    @classmethod
+    def _tls_pair(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("gateway_tls_certfile") is None:
+            raise ValueError("set AICHAT_GATEWAY_TLS_CERTFILE too")
+        return value
 
     @property
     def answers_topic(self) -> str:
@@ -60,3 +171,7 @@ class GatewaySettings(KafkaSettings, WeaviateSettings, ElasticSettings, Observab
     @property
     def queries_topic(self) -> str:
         return self.topic("queries")
+
+    @property
+    def tls(self) -> bool:
+        return self.gateway_tls_certfile is not None

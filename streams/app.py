@@ -30,6 +30,9 @@ def create_app(settings: WorkerSettings, role: str) -> faust.App:
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        # a SIGKILLed worker's partitions move to the others after this, not after 60 s
+        broker_session_timeout=20.0,
+        broker_heartbeat_interval=3.0,
         # inference runs in a thread, but one embedding batch may still take seconds
         broker_max_poll_interval=300.0,
         stream_wait_empty=False,

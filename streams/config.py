@@ -110,6 +110,7 @@ class ModelSettings(_Base):
     )
     embed_device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$")
     embed_batch_size: int = Field(64, ge=1, le=4096, description="sentences per model call")
+    embed_threads: int = Field(0, ge=0, le=256, description="torch CPU threads; 0 = torch's default")
 
 
 class RetrievalSettings(_Base):

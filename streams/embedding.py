@@ -61,6 +61,10 @@ class SentenceTransformerEmbedder:
         from sentence_transformers import SentenceTransformer  # heavy: imported on use
 
         started = time.perf_counter()
+        if self.settings.embed_threads:
+            import torch
+
+            torch.set_num_threads(self.settings.embed_threads)
         path = resolve_model_path(self.model_name)
         self._model = SentenceTransformer(path, device=self.settings.embed_device)
         self.dim = int(self._model.get_embedding_dimension())

@@ -81,27 +81,40 @@ def collection_definition(name: str) -> dict[str, Any]:
     return definition
 
 
-def build_filter(tenant: str, filters: Mapping[str, Scalar] | None) -> Any:
-    """Tenant filter AND metadata equality filters, through the typed API only.
+#: chunk properties a query may filter on directly; any other key is document metadata
+CHUNK_FILTERS = frozenset({"doc_id", "source_uri", "version"})
 
-    Metadata lives in the chunk's ``metadata_json`` (not filterable per key yet), so
-    only the collection's own scalar properties can be filtered on; others are refused.
+
+def meta_property(key: str) -> str:
+    """The Weaviate property holding one metadata key (``meta_<key>``, safe characters only)."""
+    return "meta_" + re.sub(r"[^0-9A-Za-z_]", "_", key)
+
+
+def build_filter(tenant: str, filters: Mapping[str, Scalar] | None) -> Any:
+    """Tenant filter AND equality filters, through the typed filter API only.
+
+    Values are only ever values: a filter like ``{"category": '" OR 1=1'}`` matches the
+    documents whose category is that literal string. Metadata is stored as text, so a
+    metadata filter compares the value's text (``1`` and ``"1"`` are equal).
     """
     clause = Filter.by_property("tenant").equal(tenant)
     for key, value in (filters or {}).items():
-        if key not in _FILTERABLE:
-            raise EffectFailed(f"cannot filter on {key!r}; filterable: {sorted(_FILTERABLE)}")
-        clause = clause & Filter.by_property(key).equal(value)
+        if key in CHUNK_FILTERS:
+            clause = clause & Filter.by_property(key).equal(value)
+        else:
+            clause = clause & Filter.by_property(meta_property(key)).equal(_meta_text(value))
     return clause
 
 
-_FILTERABLE = frozenset({"doc_id", "source_uri", "version"})
+def _meta_text(value: Scalar) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 class WeaviateStore:
     def __init__(self, settings: WeaviateSettings) -> None:
         self.settings = settings
         self._client: weaviate.WeaviateAsyncClient | None = None
+        self._properties: set[str] = set()
 
     async def start(self) -> None:
         s = self.settings
@@ -152,6 +165,27 @@ class WeaviateStore:
                 if "already exists" not in str(exc):  # another worker was faster
                     raise
             log.info("created Weaviate collection %s", collection)
+
+    async def _load_properties(self) -> set[str]:
+        config = await self._collection.config.get()
+        self._properties = {p.name for p in config.properties}
+        return self._properties
+
+    async def _ensure_meta_properties(self, keys: set[str]) -> None:
+        """Add a filterable text property (exact match) for metadata keys seen for the first time."""
+        missing = {meta_property(k) for k in keys} - self._properties
+        if not missing or not (missing := missing - await self._load_properties()):
+            return
+        for name in sorted(missing):
+            try:
+                await self._http_add_property(self.settings.weaviate_collection, {
+                    "name": name, "dataType": ["text"], "tokenization": "field",
+                    "indexFilterable": True, "indexSearchable": False,
+                })
+            except EffectFailed as exc:
+                if "already exists" not in str(exc):  # another worker added it meanwhile
+                    raise
+        await self._load_properties()
 
     async def _add_missing_properties(
         self, client: weaviate.WeaviateAsyncClient, name: str, definition: dict[str, Any]
@@ -213,6 +247,7 @@ class WeaviateStore:
         return int(result.total_count or 0)
 
     async def upsert(self, items: Sequence[ChunkVector]) -> None:
+        await self._ensure_meta_properties({k for item in items for k in item.chunk.metadata})
         objects = [
             DataObject(
                 uuid=item.chunk.chunk_id,
@@ -231,6 +266,7 @@ class WeaviateStore:
                     "source_uri": item.chunk.source_uri,
                     "trace_id": item.chunk.trace_id,
                     "metadata_json": orjson.dumps(item.chunk.metadata).decode(),
+                    **{meta_property(k): _meta_text(v) for k, v in item.chunk.metadata.items()},
                 },
             )
             for item in items
@@ -258,6 +294,9 @@ class WeaviateStore:
         alpha: float,
         filters: Mapping[str, Scalar] | None = None,
     ) -> list[Passage]:
+        unknown = {meta_property(k) for k in (filters or {}) if k not in CHUNK_FILTERS} - self._properties
+        if unknown and unknown - await self._load_properties():
+            return []  # no document has that metadata key: nothing can match
         try:
             result = await self._collection.query.hybrid(
                 query=text,

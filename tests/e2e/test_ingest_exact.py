@@ -4,8 +4,10 @@ nothing, and neither Weaviate going away nor a SIGKILLed worker loses a chunk.""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -197,3 +199,24 @@ async def test_sigkill_mid_stream_then_restart_leaves_every_chunk_exactly_once(
     per_doc = {e.doc_id: await store.count_chunks(e.doc_id) for e in events}
     expected = (await store.registry.get([events[0].doc_id]))[events[0].doc_id].n_chunks
     assert set(per_doc.values()) == {expected}
+
+
+async def test_sigterm_under_load_exits_within_30s_and_loses_nothing(
+    system: RunningSystem, store: WeaviateStore
+) -> None:
+    events = [doc(f"term-{i}", 1, LONG) for i in range(40)]
+    await publish(system, *events)
+    worker = next(c for c in system.children if c.name == "pipeline")
+    assert worker.proc is not None
+    await asyncio.sleep(1.0)  # let it get into the middle of the work
+    started = time.monotonic()
+    os.killpg(worker.proc.pid, signal.SIGTERM)
+    code = await asyncio.to_thread(worker.proc.wait, 45)
+    exit_s = time.monotonic() - started
+    assert exit_s < 30, f"worker took {exit_s:.1f}s to stop"
+    assert code == 0, f"exit code {code}"
+    worker.start(env={**os.environ, **system.env})
+    for e in events:
+        await indexed_state(store, e.doc_id, 1)
+    expected = (await store.registry.get([events[0].doc_id]))[events[0].doc_id].n_chunks
+    assert {await store.count_chunks(e.doc_id) for e in events} == {expected}

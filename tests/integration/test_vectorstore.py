@@ -73,9 +73,31 @@ async def test_filters_are_values_not_syntax(store: WeaviateStore) -> None:
         "alpha", _unit(1).tolist(), tenant="default", top_k=5, alpha=0.5, filters={"doc_id": '" OR 1=1 }'}
     )
     assert hits == []
-    with pytest.raises(EffectFailed, match="cannot filter on 'secret'"):
-        await store.hybrid_search("alpha", _unit(1).tolist(), tenant="default", top_k=5, alpha=0.5,
-                                  filters={"secret": "x"})
+    # a metadata key no document has matches nothing (it is not an error, nor ignored)
+    assert await store.hybrid_search("alpha", _unit(1).tolist(), tenant="default", top_k=5, alpha=0.5,
+                                     filters={"secret": "x"}) == []
+
+
+async def test_metadata_filters_match_exact_values(store: WeaviateStore) -> None:
+    tricky = '" OR 1=1 } *:*'
+    a = _item("a", "shared text", _unit(1))
+    b = _item("b", "shared text", _unit(1))
+    c = _item("c", "shared text", _unit(1))
+    a = ChunkVector(a.chunk.model_copy(update={"metadata": {"category": "public", "year": 2024}}), a.vector)
+    b = ChunkVector(b.chunk.model_copy(update={"metadata": {"category": tricky}}), b.vector)
+    c = ChunkVector(c.chunk.model_copy(update={"metadata": {"category": "category:secret"}}), c.vector)
+    await store.upsert([a, b, c])
+
+    async def docs(**filters: object) -> list[str]:
+        hits = await store.hybrid_search("shared", _unit(1).tolist(), tenant="default", top_k=10,
+                                         alpha=0.5, filters=filters)  # type: ignore[arg-type]
+        return sorted(h.doc_id for h in hits)
+
+    assert await docs(category="public") == ["a"]
+    assert await docs(category=tricky) == ["b"]
+    assert await docs(category="category:secret") == ["c"]
+    assert await docs(category="secret") == []
+    assert await docs(year=2024) == ["a"]
 
 
 async def test_a_refused_object_fails_the_batch_loudly(store: WeaviateStore) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks that print comparable tables and write bench/results/*.json."""

@@ -1,0 +1,230 @@
+"""Ingestion throughput and freshness on SciFact, through the real pipeline.
+
+    .venv/bin/aichat stack up
+    .venv/bin/python -m bench.ingest [--corpus ../shared/eval/scifact/corpus.jsonl] [--limit N]
+
+Measured in one run on one machine (results printed and written to
+``bench/results/ingest.json``):
+
+* ``raw_chunks_per_s``: ``SentenceTransformer.encode`` over exactly the chunks the
+  pipeline produces, in this process, at the best of several batch sizes (the ceiling);
+* ``pipeline_chunks_per_s``: first publish → last document acknowledged as indexed
+  (searchable in Weaviate), through Kafka and the ``ingest`` workers (chunker, embedder,
+  indexer), with 1 and with 2 workers in one consumer group;
+* ``ratio`` = pipeline / raw;
+* freshness (publish → searchable) p50/p95 at a steady 5 documents/s;
+* peak RSS of each worker process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from bench.common import (
+    RESULTS,
+    WorkerGroup,
+    drop_state,
+    machine_info,
+    percentile,
+    print_table,
+)
+from ingest.readers import read_source
+from ingest.sdk import DocumentPublisher
+from schemas.codec import decode
+from schemas.events import DocumentEvent, DocumentIndexed, utc_now
+from streams.agents.chunker import make_chunks
+from streams.chunking import load_token_counter
+from streams.config import WorkerSettings, load_settings
+
+DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "eval" / "scifact" / "corpus.jsonl"
+
+
+def load_corpus(path: Path, limit: int | None) -> list[DocumentEvent]:
+    docs = [d for d in read_source(path) if isinstance(d, DocumentEvent)]
+    return docs[:limit] if limit else docs
+
+
+def pipeline_chunks(docs: list[DocumentEvent], settings: WorkerSettings) -> list[str]:
+    counter = load_token_counter(settings.embed_model)
+    texts: list[str] = []
+    for doc in docs:
+        texts.extend(c.text for c in make_chunks(doc, counter=counter, max_tokens=settings.chunk_max_tokens,
+                                                  overlap_tokens=settings.chunk_overlap_tokens))
+    return texts
+
+
+def raw_throughput(texts: list[str], settings: WorkerSettings, batch_sizes: list[int]) -> dict[str, Any]:
+    """Best batch size on a sample, then the whole chunk list at that size."""
+    from streams.embedding import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder(settings)
+    embedder.load()
+    model = embedder._model
+    model.encode(texts[:64], batch_size=32)  # warm-up
+    sample = texts[: min(len(texts), 1500)]
+    by_size = {}
+    for size in batch_sizes:
+        started = time.perf_counter()
+        model.encode(sample, batch_size=size, normalize_embeddings=True, show_progress_bar=False)
+        by_size[size] = len(sample) / (time.perf_counter() - started)
+    best = max(by_size, key=lambda k: by_size[k])
+    started = time.perf_counter()
+    model.encode(texts, batch_size=best, normalize_embeddings=True, show_progress_bar=False)
+    elapsed = time.perf_counter() - started
+    return {"chunks": len(texts), "best_batch_size": best, "seconds": round(elapsed, 2),
+            "chunks_per_s": round(len(texts) / elapsed, 1),
+            "sample_chunks_per_s_by_batch": {str(k): round(v, 1) for k, v in by_size.items()}}
+
+
+async def collect_acks(settings: WorkerSettings, wanted: int, timeout_s: float) -> list[DocumentIndexed]:
+    """Read the ``indexed`` topic until ``wanted`` documents were indexed (or time runs out)."""
+    consumer = AIOKafkaConsumer(settings.topic("indexed"), bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    acks: dict[str, DocumentIndexed] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(acks) < wanted and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batch.values():
+                for record in records:
+                    ack = decode(DocumentIndexed, record.value)
+                    if ack.outcome == "indexed":
+                        acks[ack.doc_id] = ack
+    finally:
+        await consumer.stop()
+    return list(acks.values())
+
+
+async def run_pipeline(docs: list[DocumentEvent], n_chunks: int, workers: int, env: dict[str, str],
+                       settings: WorkerSettings, logs: Path) -> dict[str, Any]:
+    group = WorkerGroup("ingest", workers, env, logs)
+    group.start()
+    try:
+        started = time.time()
+        async with DocumentPublisher(settings) as publisher:
+            async for delivery in publisher.publish_many(docs, window=512):
+                if not delivery.ok:
+                    raise RuntimeError(f"publish failed: {delivery.error}")
+        published = time.time()
+        acks = await collect_acks(settings, len(docs), timeout_s=1800)
+        if len(acks) < len(docs):
+            raise RuntimeError(f"only {len(acks)} of {len(docs)} documents indexed; see {logs}")
+        last = max(a.indexed_at.timestamp() for a in acks)
+        elapsed = last - started
+        return {"workers": workers, "documents": len(docs), "chunks": n_chunks,
+                "publish_seconds": round(published - started, 2), "seconds": round(elapsed, 2),
+                "chunks_per_s": round(n_chunks / elapsed, 1), "peak_rss_mb": group.peak_rss_mb()}
+    finally:
+        group.stop()
+
+
+async def run_freshness(docs: list[DocumentEvent], rate: float, env: dict[str, str],
+                        settings: WorkerSettings, logs: Path) -> dict[str, Any]:
+    group = WorkerGroup("ingest", 1, env, logs)
+    group.start()
+    try:
+        async with DocumentPublisher(settings) as publisher:
+            next_at = time.monotonic()
+            for doc in docs:
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                fresh = doc.model_copy(update={"doc_id": f"fresh/{doc.doc_id}", "produced_at": utc_now()})
+                await publisher.publish(fresh)
+                next_at += 1.0 / rate
+        acks = await collect_acks(settings, len(docs), timeout_s=300)
+        values = sorted(a.freshness_ms for a in acks if a.freshness_ms is not None)
+        return {"rate_docs_per_s": rate, "documents": len(values),
+                "freshness_p50_ms": round(percentile(values, 50), 1),
+                "freshness_p95_ms": round(percentile(values, 95), 1),
+                "freshness_max_ms": round(values[-1], 1), "peak_rss_mb": group.peak_rss_mb()}
+    finally:
+        group.stop()
+
+
+def isolated(settings: WorkerSettings, tag: str) -> tuple[dict[str, str], WorkerSettings]:
+    unique = f"{tag}{uuid.uuid4().hex[:8]}"
+    env = {"AICHAT_TOPIC_PREFIX": f"b{unique}.", "AICHAT_WEAVIATE_COLLECTION": f"B{unique}",
+           "AICHAT_LOG_FORMAT": "json", "AICHAT_WORKER_DATA_DIR": f"/tmp/aichat-bench/{unique}"}
+    return env, settings.model_copy(update={"topic_prefix": env["AICHAT_TOPIC_PREFIX"],
+                                            "weaviate_collection": env["AICHAT_WEAVIATE_COLLECTION"]})
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    base = load_settings(WorkerSettings)
+    docs = load_corpus(args.corpus, args.limit)
+    texts = pipeline_chunks(docs, base)
+    print(f"corpus: {len(docs)} documents → {len(texts)} chunks "
+          f"(max {base.chunk_max_tokens} tokens, overlap {base.chunk_overlap_tokens})", flush=True)
+    raw = raw_throughput(texts, base, [16, 32, 64, 128, 256])
+    print(f"raw encode: {raw['chunks_per_s']} chunks/s (batch {raw['best_batch_size']})", flush=True)
+    logs = Path(args.logs)
+    pipeline = []
+    for workers in args.workers:
+        env, settings = isolated(base, f"w{workers}")
+        if workers > 1:  # one torch thread per worker: the workers share the machine's cores
+            env["AICHAT_EMBED_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+        try:
+            result = await run_pipeline(docs, len(texts), workers, env, settings, logs / f"w{workers}")
+        finally:
+            await drop_state(settings)
+        result["ratio"] = round(result["chunks_per_s"] / raw["chunks_per_s"], 3)
+        pipeline.append(result)
+        print(f"pipeline, {workers} worker(s): {result['chunks_per_s']} chunks/s, ratio {result['ratio']}", flush=True)
+    env, settings = isolated(base, "fresh")
+    try:
+        fresh = await run_freshness(docs[: int(args.fresh_seconds * args.fresh_rate)], args.fresh_rate,
+                                    env, settings, logs / "fresh")
+    finally:
+        await drop_state(settings)
+    return {"machine": machine_info(), "model": base.embed_model, "device": base.embed_device,
+            "chunking": {"max_tokens": base.chunk_max_tokens, "overlap_tokens": base.chunk_overlap_tokens},
+            "batch": {"max_events": base.batch_max_events, "max_wait_ms": base.batch_max_wait_ms,
+                      "embed_batch_size": base.embed_batch_size},
+            "raw": raw, "raw_chunks_per_s": raw["chunks_per_s"], "pipeline": pipeline,
+            "pipeline_chunks_per_s": {str(p["workers"]): p["chunks_per_s"] for p in pipeline},
+            "ratio": {str(p["workers"]): p["ratio"] for p in pipeline},
+            "freshness": fresh, "freshness_p50_ms": fresh["freshness_p50_ms"],
+            "freshness_p95_ms": fresh["freshness_p95_ms"],
+            "python": platform.python_version(), "pid": os.getpid()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--limit", type=int, default=None, help="first N documents only (a quick run)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--fresh-rate", type=float, default=5.0, help="documents/s for the freshness run")
+    parser.add_argument("--fresh-seconds", type=float, default=60.0)
+    parser.add_argument("--logs", default="/tmp/aichat-bench/logs")
+    parser.add_argument("--out", type=Path, default=RESULTS / "ingest.json")
+    args = parser.parse_args(argv)
+    result = asyncio.run(main_async(args))
+    rows = [("raw encode (in process)", "-", result["raw"]["chunks"], result["raw"]["chunks_per_s"], "1.000", "-")]
+    rows += [(f"pipeline, {p['workers']} worker(s)", p["documents"], p["chunks"], p["chunks_per_s"],
+              f"{p['ratio']:.3f}", " / ".join(f"{v:.0f}" for v in p["peak_rss_mb"])) for p in result["pipeline"]]
+    print_table(["run", "docs", "chunks", "chunks/s", "ratio", "peak RSS MB"], rows)
+    f = result["freshness"]
+    print_table(["freshness at", "docs", "p50 ms", "p95 ms", "max ms"],
+                [(f"{f['rate_docs_per_s']} docs/s", f["documents"], f["freshness_p50_ms"],
+                  f["freshness_p95_ms"], f["freshness_max_ms"])])
+    print(f"machine: {result['machine']['cpu']} ({result['machine']['cores']} cores)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
