@@ -51,7 +51,14 @@ DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "eval" / "scif
 
 
 def load_corpus(path: Path, limit: int | None) -> list[DocumentEvent]:
-    docs = [d for d in read_source(path) if isinstance(d, DocumentEvent)]
+    """The corpus as document events; any unreadable record stops the benchmark."""
+    docs = []
+    for item in read_source(path):
+        if not isinstance(item, DocumentEvent):
+            raise SystemExit(f"corpus: {item}")
+        docs.append(item)
+    if not docs:
+        raise SystemExit(f"corpus {path} has no documents")
     return docs[:limit] if limit else docs
 
 

@@ -160,7 +160,7 @@ class WorkerSettings(
 
     worker_web_port: int = Field(6066, ge=1, le=65535, description="/metrics and /health")
     batch_max_events: int = Field(128, ge=1, le=10_000, description="micro-batch size of batching agents")
-    batch_max_wait_ms: int = Field(100, ge=1, le=60_000, description="micro-batch time bound")
+    batch_max_wait_ms: int = Field(50, ge=1, le=60_000, description="micro-batch time bound")
     worker_data_dir: Path = Path(".aichat/worker")
     answer_deadline_ms: int = Field(10_000, ge=100)
 
