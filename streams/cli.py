@@ -39,6 +39,7 @@ def _up(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from infra import cli as infra_cli
+    from infra.elk import cli as elk_cli
     from ingest import cli as ingest_cli
     from query_gateway import cli as gateway_cli
     from streams.agents import ROLES
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=_worker)
 
     infra_cli.register(sub)
+    elk_cli.register(sub)
     ingest_cli.register(sub)
     gateway_cli.register(sub)
     return parser
@@ -85,12 +87,17 @@ def main(argv: list[str] | None = None) -> int:
         load_dotenv(args.env_file, override=False)
     try:
         obs = load_settings(ObservabilitySettings)
+        service = f"aichat-{args.role}" if args.command == "worker" else f"aichat-{args.command}"
         configure_logging(
             args.log_level or obs.log_level,
-            service_name=f"aichat-{args.command}",
+            service_name=service,
             environment=obs.environment,
             json=log_json(obs),
         )
+        if args.command in ("worker", "gateway"):  # long-running: logs also to Kafka → ES
+            from streams.logship import LogShipSettings, ship_logs
+
+            ship_logs(load_settings(LogShipSettings), service)
         return int(args.func(args) or 0)
     except ConfigError as exc:
         sys.stderr.write(f"aichat: {exc}\n")

@@ -137,6 +137,18 @@ class RetrievalSettings(_Base):
         return value
 
 
+class GeneratorSettings(_Base):
+    generator: str = Field("extractive", pattern=r"^(extractive|openai)$",
+                           description="extractive (offline, default) or an OpenAI-compatible server")
+    generator_base_url: str = Field("http://127.0.0.1:11434/v1", description="e.g. vLLM, Ollama, llama.cpp, OpenAI")
+    generator_model: str = "llama3.1"
+    generator_api_key: SecretStr | None = None
+    generator_timeout_s: float = Field(30.0, gt=0)
+    generator_retries: int = Field(2, ge=0, le=10, description="retries before the first token")
+    generator_max_tokens: int = Field(512, ge=1, le=32_768)
+    generator_temperature: float = Field(0.1, ge=0.0, le=2.0)
+
+
 class ObservabilitySettings(_Base):
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     log_format: str = Field("auto", pattern=r"^(auto|json|text)$", description="auto: JSON unless a terminal")
@@ -154,6 +166,7 @@ class WorkerSettings(
     ElasticSettings,
     ModelSettings,
     RetrievalSettings,
+    GeneratorSettings,
     ObservabilitySettings,
 ):
     """One Faust worker process (any subset of the five agents)."""

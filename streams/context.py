@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import faust
 from mode import Service
@@ -30,6 +30,7 @@ from streams.vectorstore import WeaviateStore
 log = logging.getLogger(__name__)
 
 
+@runtime_checkable
 class Lifecycle(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
@@ -47,7 +48,8 @@ class AgentContext:
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
     def resources(self) -> list[Lifecycle]:
-        return [r for r in (self.store, self.sink, self.embedder) if r is not None]
+        started: list[object] = [self.store, self.sink, self.embedder, self.generator]
+        return [r for r in started if isinstance(r, Lifecycle)]
 
     async def send(
         self,

@@ -2,43 +2,83 @@
 
 The document ``_id`` is ``topic-partition-offset`` and the daily index comes from
 the record's own timestamp, so a replayed record lands on the same document:
-replays never duplicate. Vectors are not shipped (analysts need the fact, not
-384 floats). Every bulk item is checked; 429s are retried, other item failures
-raise :class:`EffectFailed` naming the item.
+replays never duplicate. Records of the ``logs`` topic (ECS JSON already) go to
+``<prefix>-logs-YYYY.MM.DD``, everything else to ``<prefix>-YYYY.MM.DD``. Vectors
+are not shipped (analysts need the fact, not 384 floats).
+
+:meth:`ElasticSink.write` checks every bulk item:
+
+* 429 and 5xx items (overload, shards not yet allocated after a restart) are
+  retried alone with capped backoff, then the whole batch is reported retriable;
+* any other refused item raises :class:`EffectFailed` naming it and the reason
+  (the agent isolates the batch and dead-letters only what fails alone);
+* an unreachable cluster raises :class:`DependencyUnavailable`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from elastic_transport import ConnectionError as EsConnectionError
 from elastic_transport import ConnectionTimeout
 from elasticsearch import AsyncElasticsearch, TransportError
 
-from infra.elk.templates import render_index_template, template_name
+from infra.elk.templates import render_index_templates
 from streams.config import ElasticSettings
 from streams.errors import DependencyUnavailable, EffectFailed
+from streams.metrics import SHIPPER_BULK_SECONDS, SHIPPER_ITEMS
 
 log = logging.getLogger(__name__)
 
 _OWN_FIELDS_DROPPED = {"vector", "event_id", "trace_id", "produced_at"}
+#: item statuses worth sending again: overload, and shards unavailable while the cluster recovers
+_RETRIABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+THROTTLE_ROUNDS = 5
+THROTTLE_FIRST_S = 0.2
+
+
+class ConcurrentUpdate(DependencyUnavailable):
+    """A conditional write lost a race (HTTP 409): plan the batch again from fresh reads."""
 
 
 @dataclass(frozen=True, slots=True)
 class EsDocument:
+    """One bulk action: ``index`` (the whole document), ``create`` (only if it does not
+    exist) or ``update`` (merge ``source``, or insert ``upsert`` when the document does
+    not exist yet; with ``if_seq_no``/``if_primary_term`` only if unchanged since read)."""
+
     index: str
     id: str
     source: dict[str, Any]
+    op: Literal["index", "create", "update"] = "index"
+    upsert: dict[str, Any] | None = None
+    if_seq_no: int | None = None
+    if_primary_term: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    """A document as read (realtime), with what a conditional write needs."""
+
+    source: dict[str, Any]
+    seq_no: int
+    primary_term: int
 
 
 def index_name(prefix: str, timestamp_s: float) -> str:
     day = datetime.fromtimestamp(timestamp_s, UTC).strftime("%Y.%m.%d")
     return f"{prefix}-{day}"
+
+
+def logs_index_name(prefix: str, timestamp_s: float) -> str:
+    return index_name(f"{prefix}-logs", timestamp_s)
 
 
 def to_document(
@@ -57,18 +97,31 @@ def to_document(
         "event": {"dataset": f"aichat.{dataset}", "kind": "event", "ingested": _now()},
         "kafka": {"topic": topic, "partition": partition, "offset": offset, "key": key},
     }
+    record_time = datetime.fromtimestamp(timestamp_s, UTC).isoformat()
+    _id = f"{topic}-{partition}-{offset}"
     try:
         data = orjson.loads(value) if value is not None else None
     except orjson.JSONDecodeError:
         data = None
     if not isinstance(data, dict):
-        # not an event at all: keep a trace of it (the agent dead-letters it too)
+        # not an event at all: keep a trace of it (the consuming agent dead-letters it too)
         raw = (value or b"")[:2000].decode("utf-8", errors="replace")
-        doc["@timestamp"] = datetime.fromtimestamp(timestamp_s, UTC).isoformat()
+        doc["@timestamp"] = record_time
         doc["event"].update(kind="pipeline_error", outcome="failure")
         doc["message"] = f"undecodable record on {topic}: {raw}"
+    elif dataset == "logs":
+        # an ECS log record of some process (streams/logship.py): shipped as it is
+        event = data.pop("event", None)
+        doc = {**data, **doc}
+        if isinstance(event, dict):
+            doc["event"] = {**event, **doc["event"]}
+        doc.setdefault("@timestamp", record_time)
+        level = (data.get("log") or {}).get("level")
+        if level in ("error", "critical"):
+            doc["event"]["outcome"] = "failure"
+        return EsDocument(logs_index_name(prefix, timestamp_s), _id, doc)
     else:
-        doc["@timestamp"] = data.get("produced_at") or datetime.fromtimestamp(timestamp_s, UTC).isoformat()
+        doc["@timestamp"] = data.get("produced_at") or record_time
         doc["event"]["id"] = data.get("event_id")
         doc["trace"] = {"id": data.get("trace_id")}
         own = {k: v for k, v in data.items() if k not in _OWN_FIELDS_DROPPED}
@@ -77,12 +130,14 @@ def to_document(
             doc["event"].update(kind="pipeline_error", outcome="failure")
             doc["message"] = f"{data.get('agent')}: {data.get('error_type')}: {data.get('message')}"
         else:
-            doc["event"]["action"] = data.get("op") or data.get("kind") or dataset
+            doc["event"]["action"] = (
+                data.get("outcome") if dataset == "indexed" else None
+            ) or data.get("type") or data.get("op") or data.get("kind") or dataset
             if dataset == "answers" and data.get("kind") == "error":
                 doc["event"]["outcome"] = "failure"
             doc["message"] = _summary(dataset, data)
         doc["aichat"] = own
-    return EsDocument(index_name(prefix, timestamp_s), f"{topic}-{partition}-{offset}", doc)
+    return EsDocument(index_name(prefix, timestamp_s), _id, doc)
 
 
 def _summary(dataset: str, data: dict[str, Any]) -> str:
@@ -90,6 +145,12 @@ def _summary(dataset: str, data: dict[str, Any]) -> str:
         return f"document {data.get('doc_id')} v{data.get('version')} {data.get('op', 'upsert')}"
     if dataset in ("chunks", "embeddings"):
         return f"{dataset[:-1]} {data.get('seq')}/{data.get('n_chunks')} of {data.get('doc_id')}"
+    if dataset == "indexed":
+        fresh = data.get("freshness_ms")
+        took = f" in {fresh:.0f} ms" if isinstance(fresh, int | float) else ""
+        return f"document {data.get('doc_id')} v{data.get('version')} {data.get('outcome')}{took}"
+    if dataset == "queries" and data.get("type") == "query_cancelled":
+        return f"query {data.get('query_id')} cancelled ({data.get('reason')})"
     if dataset == "queries":
         return f"query {data.get('query_id')}: {str(data.get('text'))[:200]}"
     if dataset == "answers":
@@ -99,6 +160,23 @@ def _summary(dataset: str, data: dict[str, Any]) -> str:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def bulk_body(docs: Iterable[EsDocument]) -> list[dict[str, Any]]:
+    body: list[dict[str, Any]] = []
+    for d in docs:
+        meta: dict[str, Any] = {"_index": d.index, "_id": d.id}
+        if d.op == "update":
+            if d.if_seq_no is not None:
+                meta.update(if_seq_no=d.if_seq_no, if_primary_term=d.if_primary_term)
+            else:
+                meta["retry_on_conflict"] = 5
+            body.append({"update": meta})
+            body.append({"doc": d.source, "upsert": d.upsert if d.upsert is not None else d.source})
+        else:
+            body.append({d.op: meta})
+            body.append(d.source)
+    return body
 
 
 class ElasticSink:
@@ -121,11 +199,11 @@ class ElasticSink:
         log.info("Elasticsearch sink to %s, indices %s-*", s.elastic_url, s.elastic_index_prefix)
 
     async def ensure_template(self) -> None:
-        """Put the project's index template for this prefix (idempotent) before the first write."""
-        body = render_index_template(self.settings)
-        body["meta"] = body.pop("_meta", None)
+        """Put the project's index templates for this prefix (idempotent) before the first write."""
         try:
-            await self.client.indices.put_index_template(name=template_name(self.settings), **body)
+            for name, body in render_index_templates(self.settings).items():
+                body["meta"] = body.pop("_meta", None)
+                await self.client.indices.put_index_template(name=name, **body)
         except (EsConnectionError, ConnectionTimeout) as exc:
             await self.stop()
             raise DependencyUnavailable(f"Elasticsearch unreachable: {exc}") from exc
@@ -141,34 +219,78 @@ class ElasticSink:
             raise RuntimeError("ElasticSink used before start()")
         return self._client
 
-    async def write(self, docs: Sequence[EsDocument]) -> None:
-        """Index every document or raise; 429 and connection trouble are retriable."""
-        if not docs:
-            return
-        body: list[dict[str, Any]] = []
-        for d in docs:
-            body.append({"index": {"_index": d.index, "_id": d.id}})
-            body.append(d.source)
+    async def get_documents(self, index: str, ids: Sequence[str]) -> dict[str, StoredDocument]:
+        """Realtime ``_mget``: each id that exists, with its ``_seq_no`` and ``_primary_term``."""
+        if not ids:
+            return {}
         try:
-            response = await self.client.bulk(operations=body, refresh=False)
+            response = await self.client.options(ignore_status=404).mget(index=index, ids=list(ids))
+        except (EsConnectionError, ConnectionTimeout) as exc:
+            raise DependencyUnavailable(f"Elasticsearch unreachable: {exc}") from exc
+        except TransportError as exc:
+            raise DependencyUnavailable(f"Elasticsearch mget failed: {exc}") from exc
+        found: dict[str, StoredDocument] = {}
+        for doc in response.get("docs", []):
+            if doc.get("found"):
+                found[doc["_id"]] = StoredDocument(doc["_source"], doc["_seq_no"], doc["_primary_term"])
+            elif "error" in doc and doc["error"].get("type") != "index_not_found_exception":
+                raise DependencyUnavailable(f"Elasticsearch mget of {doc.get('_id')}: {doc['error']}")
+        return found
+
+    async def write(self, docs: Sequence[EsDocument]) -> None:
+        """Apply every action or raise; overload and connection trouble are retriable."""
+        pending = list(docs)
+        for attempt in range(THROTTLE_ROUNDS):
+            if not pending:
+                return
+            if attempt:
+                await asyncio.sleep(THROTTLE_FIRST_S * 2 ** (attempt - 1))
+            pending = await self._bulk(pending)
+        if pending:
+            raise DependencyUnavailable(
+                f"Elasticsearch kept refusing {len(pending)} of {len(docs)} actions with 429/5xx"
+            )
+
+    async def _bulk(self, docs: list[EsDocument]) -> list[EsDocument]:
+        """One bulk request; returns the actions to send again (429/5xx), raises on refusals."""
+        started = time.perf_counter()
+        try:
+            response = await self.client.bulk(operations=bulk_body(docs), refresh=False)
         except (EsConnectionError, ConnectionTimeout) as exc:
             raise DependencyUnavailable(f"Elasticsearch unreachable: {exc}") from exc
         except TransportError as exc:
             raise DependencyUnavailable(f"Elasticsearch bulk failed: {exc}") from exc
+        finally:
+            SHIPPER_BULK_SECONDS.observe(time.perf_counter() - started)
         if not response.get("errors"):
-            return
-        throttled, failed = [], []
+            SHIPPER_ITEMS.labels("ok").inc(len(docs))
+            return []
+        retry: list[EsDocument] = []
+        failed: list[tuple[EsDocument, int, dict[str, Any]]] = []
+        conflicts = 0
         for doc, item in zip(docs, response["items"], strict=True):
-            result = item.get("index", {})
-            if result.get("status", 200) == 429:
-                throttled.append(doc)
-            elif "error" in result:
-                failed.append((doc, result["error"]))
+            result = next(iter(item.values()))
+            status = int(result.get("status", 200))
+            if "error" not in result:
+                SHIPPER_ITEMS.labels("ok").inc()
+            elif status == 409:
+                conflicts += 1
+                SHIPPER_ITEMS.labels("retried").inc()
+            elif status in _RETRIABLE_STATUS:
+                retry.append(doc)
+                SHIPPER_ITEMS.labels("retried").inc()
+            else:
+                failed.append((doc, status, result["error"]))
+                SHIPPER_ITEMS.labels("refused").inc()
         if failed:
-            doc, error = failed[0]
+            doc, status, error = failed[0]
             raise EffectFailed(
-                f"{len(failed)} of {len(docs)} documents refused; first {doc.id}: "
-                f"{error.get('type')}: {error.get('reason')}"
+                f"{len(failed)} of {len(docs)} documents refused; first {doc.index}/{doc.id} "
+                f"(HTTP {status}): {error.get('type')}: {error.get('reason')}"
+                + (f" ({error['caused_by'].get('reason')})" if isinstance(error.get("caused_by"), dict) else "")
             )
-        if throttled:
-            raise DependencyUnavailable(f"Elasticsearch throttled {len(throttled)} documents (429)")
+        if conflicts:
+            raise ConcurrentUpdate(f"{conflicts} of {len(docs)} conditional writes lost a race (409)")
+        if retry:
+            log.warning("Elasticsearch asked to retry %d of %d actions (429/5xx)", len(retry), len(docs))
+        return retry

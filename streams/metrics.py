@@ -44,3 +44,22 @@ ANSWER_SECONDS = Histogram(
 )
 SHIPPED = Counter("aichat_shipper_documents_total", "Documents indexed into Elasticsearch", ["dataset"])
 READY = Gauge("aichat_worker_ready", "1 when every resource of the worker has started")
+
+# -- observability (issue 5) ------------------------------------------------------------------
+CONSUMER_LAG = Gauge(
+    "aichat_consumer_lag_messages",
+    "Records not yet committed by a consumer group, per partition (log end offset - committed)",
+    ["group", "topic", "partition"],
+)
+SHIPPER_BULK_SECONDS = Histogram(
+    "aichat_shipper_bulk_seconds", "Elasticsearch bulk request time",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+SHIPPER_ITEMS = Counter(
+    "aichat_shipper_bulk_items_total",
+    "Bulk actions by result: ok, retried (429/5xx, sent again), refused (dead-lettered)",
+    ["result"],
+)
+SHIPPER_SUMMARIES = Counter(
+    "aichat_shipper_query_summaries_total", "Query summaries completed, by outcome", ["outcome"]
+)

@@ -20,12 +20,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from infra.kafka.topics import ensure_topics
+from streams import lag
 from streams.agents import ROLES
 from streams.app import create_app
 from streams.config import WorkerSettings
 from streams.context import AgentContext, Resources
 from streams.embedding import SentenceTransformerEmbedder
 from streams.eventlog import ElasticSink
+from streams.llm import OpenAIChatGenerator
 from streams.topics import Topics
 from streams.vectorstore import WeaviateStore
 
@@ -47,8 +49,11 @@ def build(settings: WorkerSettings, role: str) -> tuple[faust.App, AgentContext]
         ctx.store = WeaviateStore(settings)
     if _NEEDS_ELASTIC & set(agents):
         ctx.sink = ElasticSink(settings)
+    if "answerer" in agents and settings.generator == "openai":
+        ctx.generator = OpenAIChatGenerator(settings)
     for name in agents:
         importlib.import_module(f"streams.agents.{name}").register(app, ctx)
+    lag.register(app, settings)  # aichat_consumer_lag_messages of this role's group
     serve_asgi(app, health_app(ctx, role), host="127.0.0.1", port=settings.worker_web_port, log_config=None)
     return app, ctx
 

@@ -8,6 +8,7 @@ never silence.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable
@@ -19,10 +20,11 @@ import faust
 from schemas.codec import decode
 from schemas.events import AnswerError, AnswerEvent, AnswerKind, QueryEvent, Source
 from streams.context import AgentContext
-from streams.errors import EffectFailed
+from streams.errors import DependencyUnavailable, EffectFailed
 from streams.generation import Passage
-from streams.metrics import ANSWER_SECONDS, EMBED_SECONDS, SEARCH_SECONDS
+from streams.metrics import ANSWER_SECONDS
 from streams.processing import Incoming, per_event_agent
+from streams.retrieval import Retriever
 
 log = logging.getLogger(__name__)
 AGENT = "answerer"
@@ -79,46 +81,51 @@ class _Reply:
 def register(app: faust.App, ctx: AgentContext) -> None:
     embedder, store, settings = ctx.embedder, ctx.store, ctx.settings
     assert embedder is not None and store is not None, "the answerer needs a model and Weaviate"
+    retriever = Retriever(embedder, store, settings)
 
-    async def handle(msg: Incoming) -> None:
-        query = decode(QueryEvent, msg.value)
-        reply = _Reply(ctx, query)
-        if query.deadline <= datetime.now(UTC):
-            expired = AnswerError(
-                code="deadline_exceeded", message="the query expired before it could be answered"
-            )
-            await reply.emit("error", error=expired)
-            await reply.flush()
-            ANSWER_SECONDS.labels("expired").observe(0)
-            return
-        started = time.perf_counter()
-        timings: dict[str, float] = {}
-        with EMBED_SECONDS.labels(AGENT).time():
-            vector = (await embedder.embed([query.text]))[0]
-        timings["embed"] = _ms_since(started)
+    async def answer(query: QueryEvent, reply: _Reply, started: float) -> dict[str, float]:
+        found = await retriever.retrieve(query)
+        timings = {"embed": found.embed_ms, "search": found.search_ms}
+        await reply.emit("sources", sources=to_sources(found.passages))
         t = time.perf_counter()
-        top_k = min(query.top_k, settings.top_k_max)
-        with SEARCH_SECONDS.time():
-            passages = await store.hybrid_search(
-                query.text, vector.tolist(), tenant=query.tenant, top_k=top_k,
-                alpha=settings.hybrid_alpha, filters=query.filters,
-            )
-        timings["search"] = _ms_since(t)
-        await reply.emit("sources", sources=to_sources(passages))
-        t = time.perf_counter()
-        async for delta in ctx.generator.generate(query.text, passages):
+        async for delta in ctx.generator.generate(query.text, found.passages):
             if "first_token" not in timings:
                 timings["first_token"] = _ms_since(started)
             await reply.emit("token", delta=delta)
         timings["generate"] = _ms_since(t)
         timings["total"] = _ms_since(started)
         await reply.emit("done", timings_ms=timings)
+        return timings
+
+    async def handle(msg: Incoming) -> None:
+        query = decode(QueryEvent, msg.value)
+        reply = _Reply(ctx, query)
+        started = time.perf_counter()
+        remaining = (query.deadline - datetime.now(UTC)).total_seconds()
+        outcome = "done"
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(remaining):
+                timings = await answer(query, reply, started)
+        except TimeoutError:
+            outcome = "deadline_exceeded"
+            await reply.emit("error", error=AnswerError(
+                code="deadline_exceeded",
+                message="the answer could not be completed before the query's deadline"))
+        except DependencyUnavailable as exc:
+            # a query is time-bound: say so now instead of retrying past its deadline
+            outcome = "unavailable"
+            error = AnswerError(code="unavailable", message="search is unavailable, try again shortly")
+            log.warning("query %s failed (error_id %s): %s", query.query_id, error.error_id, exc,
+                        extra={"query_id": query.query_id, "trace_id": query.trace_id,
+                               "error_id": error.error_id})
+            await reply.emit("error", error=error)
         await reply.flush()
-        ANSWER_SECONDS.labels("done").observe(timings["total"] / 1000)
-        log.info(
-            "answered %s with %d sources in %.0f ms", query.query_id, len(passages), timings["total"],
-            extra={"query_id": query.query_id, "trace_id": query.trace_id},
-        )
+        ANSWER_SECONDS.labels(outcome).observe(time.perf_counter() - started)
+        if outcome == "done":
+            log.info("answered %s in %.0f ms", query.query_id, timings["total"],
+                     extra={"query_id": query.query_id, "trace_id": query.trace_id})
 
     app.agent(ctx.topics.queries, name=AGENT, concurrency=1)(per_event_agent(ctx, AGENT, handle))
 

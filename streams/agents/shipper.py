@@ -1,9 +1,18 @@
 """every topic → Elasticsearch in bulk, one document per record, ``_id`` = topic-partition-offset.
 
 Records are shipped as they are (undecodable ones too, marked as failures), in
-micro-batches of up to ``elastic_bulk_size``. A bulk item refused by Elasticsearch
-is isolated and dead-lettered with the reason; 429s and an unreachable cluster are
-retried, so while Elasticsearch is down the shipper's lag grows and nothing is lost.
+micro-batches of up to ``elastic_bulk_size``: documents, chunks, embeddings
+(without vectors), ``indexed`` acknowledgements, queries, answers (every token),
+dead letters, and the processes' own logs (``logs`` topic, streams/logship.py).
+Beside them, one summary document per query (streams/summaries.py) is updated
+in the same bulk request.
+
+Every bulk item is checked (streams/eventlog.py): 429/5xx items are sent again,
+an unreachable cluster is retried with capped backoff for as long as it takes
+(the shipper's lag grows, nothing is lost, it catches up by itself), and a
+refused item fails the batch, which is then re-run one record at a time so only
+the record refused alone is dead-lettered, with Elasticsearch's reason. Offsets
+advance only after the whole batch is in Elasticsearch.
 """
 
 from __future__ import annotations
@@ -11,33 +20,39 @@ from __future__ import annotations
 import faust
 
 from streams.context import AgentContext
-from streams.eventlog import to_document
+from streams.eventlog import EsDocument, to_document
 from streams.metrics import SHIPPED
 from streams.processing import Incoming, batch_agent, raw
+from streams.summaries import SummaryBuilder
 from streams.topics import raw_topic
 
 AGENT = "shipper"
-SHIPPED_TOPICS = ("documents", "chunks", "embeddings", "indexed", "queries", "answers", "dlq")
+SHIPPED_TOPICS = ("documents", "chunks", "embeddings", "indexed", "queries", "answers", "dlq", "logs")
 
 
 def register(app: faust.App, ctx: AgentContext) -> None:
     sink = ctx.sink
     assert sink is not None, "the shipper needs Elasticsearch"
     prefix = ctx.settings.elastic_index_prefix
+    summaries = SummaryBuilder(prefix)
+
+    def document(msg: Incoming) -> EsDocument:
+        return to_document(
+            prefix=prefix, dataset=ctx.topics.base_name(msg.topic), topic=msg.topic,
+            partition=msg.partition, offset=msg.offset, key=msg.key_text,
+            timestamp_s=msg.timestamp, value=msg.value,
+        )
 
     async def handle(batch: list[tuple[Incoming, Incoming]]) -> None:
-        docs = []
-        for msg, _ in batch:
-            docs.append(
-                to_document(
-                    prefix=prefix, dataset=ctx.topics.base_name(msg.topic), topic=msg.topic,
-                    partition=msg.partition, offset=msg.offset, key=msg.key_text,
-                    timestamp_s=msg.timestamp, value=msg.value,
-                )
-            )
-        await sink.write(docs)
+        docs = [document(msg) for msg, _ in batch]
+        stored = await sink.get_documents(summaries.index, summaries.missing(docs))
+        plan = summaries.plan(docs, stored)
+        await sink.write([*docs, *plan.updates])
+        summaries.commit(plan)  # only now: a failed batch is re-planned from the same state
         for doc in docs:
             SHIPPED.labels(doc.source["event"]["dataset"]).inc()
+        if plan.updates:
+            SHIPPED.labels("aichat.summary").inc(len(plan.updates))
 
     everything = raw_topic(app, *(ctx.topics.names[t] for t in SHIPPED_TOPICS))
     body = batch_agent(ctx, AGENT, raw, handle, max_size=ctx.settings.elastic_bulk_size,
