@@ -159,9 +159,10 @@ async def run_freshness(docs: list[DocumentEvent], rate: float, env: dict[str, s
         group.stop()
 
 
-def isolated(settings: WorkerSettings, tag: str) -> tuple[dict[str, str], WorkerSettings]:
-    unique = f"{tag}{uuid.uuid4().hex[:8]}"
-    env = {"AICHAT_TOPIC_PREFIX": f"b{unique}.", "AICHAT_WEAVIATE_COLLECTION": f"B{unique}",
+def isolated(settings: WorkerSettings, tag: str, name: str | None = None) -> tuple[dict[str, str], WorkerSettings]:
+    """Topic prefix and collection of one run: unique, or ``name`` for an index kept afterwards."""
+    unique = name or f"b{tag}{uuid.uuid4().hex[:8]}"
+    env = {"AICHAT_TOPIC_PREFIX": f"{unique}.", "AICHAT_WEAVIATE_COLLECTION": unique.capitalize(),
            "AICHAT_LOG_FORMAT": "json", "AICHAT_WORKER_DATA_DIR": f"/tmp/aichat-bench/{unique}"}
     return env, settings.model_copy(update={"topic_prefix": env["AICHAT_TOPIC_PREFIX"],
                                             "weaviate_collection": env["AICHAT_WEAVIATE_COLLECTION"]})
@@ -177,14 +178,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     print(f"raw encode: {raw['chunks_per_s']} chunks/s (batch {raw['best_batch_size']})", flush=True)
     logs = Path(args.logs)
     pipeline = []
-    for workers in args.workers:
-        env, settings = isolated(base, f"w{workers}")
+    for n, workers in enumerate(args.workers):
+        keep = args.keep_as if n == 0 else None
+        env, settings = isolated(base, f"w{workers}", keep)
+        if keep:
+            await drop_state(settings)  # a previous run's copy
         if workers > 1:  # one torch thread per worker: the workers share the machine's cores
             env["AICHAT_EMBED_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
         try:
             result = await run_pipeline(docs, len(texts), workers, env, settings, logs / f"w{workers}")
         finally:
-            await drop_state(settings)
+            if not keep:
+                await drop_state(settings)
         result["ratio"] = round(result["chunks_per_s"] / raw["chunks_per_s"], 3)
         pipeline.append(result)
         print(f"pipeline, {workers} worker(s): {result['chunks_per_s']} chunks/s, ratio {result['ratio']}", flush=True)
@@ -214,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh-rate", type=float, default=5.0, help="documents/s for the freshness run")
     parser.add_argument("--fresh-seconds", type=float, default=60.0)
     parser.add_argument("--logs", default="/tmp/aichat-bench/logs")
+    parser.add_argument("--keep-as", default=None, metavar="NAME",
+                        help="keep the first run's index as topic prefix NAME. and collection Name "
+                             "(bench.query and bench.eval_scifact use 'scifact')")
     parser.add_argument("--out", type=Path, default=RESULTS / "ingest.json")
     args = parser.parse_args(argv)
     result = asyncio.run(main_async(args))
