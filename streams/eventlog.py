@@ -28,7 +28,7 @@ from typing import Any, Literal
 import orjson
 from elastic_transport import ConnectionError as EsConnectionError
 from elastic_transport import ConnectionTimeout
-from elasticsearch import AsyncElasticsearch, TransportError
+from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
 from infra.elk.templates import render_index_templates
 from streams.config import ElasticSettings
@@ -166,11 +166,13 @@ def bulk_body(docs: Iterable[EsDocument]) -> list[dict[str, Any]]:
     body: list[dict[str, Any]] = []
     for d in docs:
         meta: dict[str, Any] = {"_index": d.index, "_id": d.id}
-        if d.op == "update":
-            if d.if_seq_no is not None:
-                meta.update(if_seq_no=d.if_seq_no, if_primary_term=d.if_primary_term)
-            else:
-                meta["retry_on_conflict"] = 5
+        if d.op == "update" and d.if_seq_no is not None:
+            # conditional: the document exists (it was read); Elasticsearch takes no upsert here
+            meta.update(if_seq_no=d.if_seq_no, if_primary_term=d.if_primary_term)
+            body.append({"update": meta})
+            body.append({"doc": d.source})
+        elif d.op == "update":
+            meta["retry_on_conflict"] = 5
             body.append({"update": meta})
             body.append({"doc": d.source, "upsert": d.upsert if d.upsert is not None else d.source})
         else:
@@ -229,6 +231,10 @@ class ElasticSink:
             raise DependencyUnavailable(f"Elasticsearch unreachable: {exc}") from exc
         except TransportError as exc:
             raise DependencyUnavailable(f"Elasticsearch mget failed: {exc}") from exc
+        except ApiError as exc:
+            if exc.meta.status in _RETRIABLE_STATUS:
+                raise DependencyUnavailable(f"Elasticsearch mget: HTTP {exc.meta.status}: {exc}") from exc
+            raise EffectFailed(f"Elasticsearch refused the mget of {index}: {exc}") from exc
         found: dict[str, StoredDocument] = {}
         for doc in response.get("docs", []):
             if doc.get("found"):
@@ -260,6 +266,10 @@ class ElasticSink:
             raise DependencyUnavailable(f"Elasticsearch unreachable: {exc}") from exc
         except TransportError as exc:
             raise DependencyUnavailable(f"Elasticsearch bulk failed: {exc}") from exc
+        except ApiError as exc:  # the whole request refused
+            if exc.meta.status in _RETRIABLE_STATUS:
+                raise DependencyUnavailable(f"Elasticsearch bulk: HTTP {exc.meta.status}: {exc}") from exc
+            raise EffectFailed(f"Elasticsearch refused the bulk request: {exc}") from exc
         finally:
             SHIPPER_BULK_SECONDS.observe(time.perf_counter() - started)
         if not response.get("errors"):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import faust
 
 from streams.context import AgentContext
-from streams.eventlog import EsDocument, to_document
+from streams.eventlog import ElasticSink, EsDocument, to_document
 from streams.metrics import SHIPPED
 from streams.processing import Incoming, batch_agent, raw
 from streams.summaries import SummaryBuilder
@@ -28,6 +28,22 @@ from streams.topics import raw_topic
 
 AGENT = "shipper"
 SHIPPED_TOPICS = ("documents", "chunks", "embeddings", "indexed", "queries", "answers", "dlq", "logs")
+
+
+async def ship(sink: ElasticSink, summaries: SummaryBuilder, docs: list[EsDocument]) -> None:
+    """One batch: the records' documents and the summaries they change, in one bulk request.
+
+    The summaries' memory advances only after Elasticsearch took everything, so a
+    failed batch (retried, or re-run record by record) is planned again from the same state.
+    """
+    stored = await sink.get_documents(summaries.index, summaries.missing(docs))
+    plan = summaries.plan(docs, stored)
+    await sink.write([*docs, *plan.updates])
+    summaries.commit(plan)
+    for doc in docs:
+        SHIPPED.labels(doc.source["event"]["dataset"]).inc()
+    if plan.updates:
+        SHIPPED.labels("aichat.summary").inc(len(plan.updates))
 
 
 def register(app: faust.App, ctx: AgentContext) -> None:
@@ -44,15 +60,7 @@ def register(app: faust.App, ctx: AgentContext) -> None:
         )
 
     async def handle(batch: list[tuple[Incoming, Incoming]]) -> None:
-        docs = [document(msg) for msg, _ in batch]
-        stored = await sink.get_documents(summaries.index, summaries.missing(docs))
-        plan = summaries.plan(docs, stored)
-        await sink.write([*docs, *plan.updates])
-        summaries.commit(plan)  # only now: a failed batch is re-planned from the same state
-        for doc in docs:
-            SHIPPED.labels(doc.source["event"]["dataset"]).inc()
-        if plan.updates:
-            SHIPPED.labels("aichat.summary").inc(len(plan.updates))
+        await ship(sink, summaries, [document(msg) for msg, _ in batch])
 
     everything = raw_topic(app, *(ctx.topics.names[t] for t in SHIPPED_TOPICS))
     body = batch_agent(ctx, AGENT, raw, handle, max_size=ctx.settings.elastic_bulk_size,

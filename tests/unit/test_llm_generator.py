@@ -71,8 +71,11 @@ async def server() -> AsyncIterator[tuple[FakeModelServer, str]]:
     port = _port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     task = asyncio.create_task(srv.serve())
-    while not srv.started:
+    for _ in range(500):  # uvicorn has no started event: poll, bounded to 5 s
+        if srv.started:
+            break
         await asyncio.sleep(0.01)
+    assert srv.started, "local model server did not start"
     yield fake, f"http://127.0.0.1:{port}/v1"
     srv.should_exit = True
     await task
