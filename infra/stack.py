@@ -4,6 +4,9 @@
 health check is left alone; a stale pid file is removed; otherwise the service is
 provisioned (cache), configured (stack dir), started detached and waited for. The
 three services start in parallel; the first failure is raised after all finished.
+
+Redis (gateway rate limits shared across replicas) is optional: ``up`` starts it
+only when named in ``services``; ``status`` lists it once started; ``down`` stops it.
 """
 
 from __future__ import annotations
@@ -35,17 +38,27 @@ from infra.proc import (
     terminate_group,
     write_pid,
 )
+from infra.redis.launcher import RedisLauncher
 from infra.service import Launcher, ServicePaths, ServiceStatus, service_paths
 from infra.weaviate.launcher import WeaviateLauncher
 
 log = logging.getLogger(__name__)
 
+_REDIS = RedisLauncher()
 LAUNCHERS: dict[str, Launcher] = {
     "kafka": KafkaLauncher(),
     "elasticsearch": ElasticLauncher(),
     "weaviate": WeaviateLauncher(),
+    "redis": _REDIS,
 }
-__all__ = ["ServiceStatus", "down", "init", "status", "up"]
+#: started only when asked for by name
+OPTIONAL_SERVICES: tuple[str, ...] = ("redis",)
+KNOWN_SERVICES: tuple[str, ...] = (*SERVICES, *OPTIONAL_SERVICES)
+__all__ = ["KNOWN_SERVICES", "OPTIONAL_SERVICES", "ServiceStatus", "down", "init", "status", "up"]
+
+
+def _ports(settings: StackSettings) -> dict[str, tuple[int, ...]]:
+    return {**service_ports(settings), "redis": _REDIS.ports(settings)}
 
 
 def _running_pid(settings: StackSettings, paths: ServicePaths) -> int | None:
@@ -60,7 +73,7 @@ def _running_pid(settings: StackSettings, paths: ServicePaths) -> int | None:
 
 
 def _status_of(settings: StackSettings, name: str) -> ServiceStatus:
-    ports = service_ports(settings)[name]
+    ports = _ports(settings)[name]
     pid = _running_pid(settings, service_paths(settings, name))
     healthy, detail = LAUNCHERS[name].probe(settings)
     if healthy and pid is None:
@@ -69,8 +82,12 @@ def _status_of(settings: StackSettings, name: str) -> ServiceStatus:
 
 
 def status(settings: StackSettings) -> list[ServiceStatus]:
-    with ThreadPoolExecutor(len(SERVICES)) as pool:
-        return list(pool.map(lambda n: _status_of(settings, n), SERVICES))
+    """The core services, plus an optional one this stack started (it has a pid file)."""
+    names = [*SERVICES] + [
+        n for n in OPTIONAL_SERVICES if service_paths(settings, n).pid_file.exists()
+    ]
+    with ThreadPoolExecutor(len(names)) as pool:
+        return list(pool.map(lambda n: _status_of(settings, n), names))
 
 
 def _stop(settings: StackSettings, name: str, *, wipe: bool) -> None:
@@ -87,7 +104,7 @@ def _stop(settings: StackSettings, name: str, *, wipe: bool) -> None:
 
 
 def down(
-    settings: StackSettings, *, wipe: bool = False, services: Sequence[str] = SERVICES
+    settings: StackSettings, *, wipe: bool = False, services: Sequence[str] = KNOWN_SERVICES
 ) -> None:
     """SIGTERM each service's process group, SIGKILL after ``down_timeout_s``; idempotent."""
     _check_names(services)
@@ -96,9 +113,9 @@ def down(
 
 
 def _check_names(services: Sequence[str]) -> None:
-    unknown = sorted(set(services) - set(SERVICES))
+    unknown = sorted(set(services) - set(KNOWN_SERVICES))
     if unknown:
-        raise StackError(f"unknown service(s) {unknown}; choose from {list(SERVICES)}")
+        raise StackError(f"unknown service(s) {unknown}; choose from {list(KNOWN_SERVICES)}")
 
 
 def _check_settings(settings: StackSettings, services: Sequence[str]) -> None:
@@ -107,7 +124,7 @@ def _check_settings(settings: StackSettings, services: Sequence[str]) -> None:
             raise StackError(
                 f"{name}: host {host!r} is not local; the stack only runs on 127.0.0.1"
             )
-    problems = port_conflicts(service_ports(settings))
+    problems = port_conflicts(_ports(settings))
     if problems:
         raise StackError("port clash: " + "; ".join(problems))
 
@@ -144,7 +161,7 @@ def _wait_ready(
 def _bring_up(settings: StackSettings, name: str) -> ServiceStatus:
     launcher = LAUNCHERS[name]
     paths = service_paths(settings, name)
-    ports = service_ports(settings)[name]
+    ports = _ports(settings)[name]
     paths.create()
     pid = _running_pid(settings, paths)
     if pid is not None:

@@ -5,16 +5,23 @@
    whose logs go to ``<stack_dir>/app/<name>.log``; each must report ready.
 3. The bundled sample corpus is ingested when the collection is empty, and
    ``up`` waits until it is searchable.
-4. It prints the chat page, the websocket URL and an ``aichat ask`` example,
-   then supervises: a child that dies ends ``up`` with its log tail. Ctrl-C
+4. It prints the chat page (with a 12-hour ``?token=``), the websocket URL and an
+   ``aichat ask`` example, then supervises: a child that dies ends ``up`` with its log tail. Ctrl-C
    stops the children (SIGTERM, then SIGKILL after a deadline) and the stack
    ``up`` started.
+
+Authentication stays on: unless a key is configured, ``up`` keeps a random HS256
+secret in ``<stack_dir>/gateway/`` and hands it to the gateway as
+``AICHAT_JWT_SECRET_FILE``; ``aichat ask`` and ``aichat token`` mint from it.
+Redis joins the stack when ``AICHAT_REDIS_URL`` points at this machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import os
 import signal
 import subprocess
 import sys
@@ -22,6 +29,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -31,6 +39,7 @@ from infra.proc import tail, terminate_group
 from ingest.readers import read_document
 from ingest.sdk import DocumentPublisher
 from query_gateway.config import GatewaySettings
+from query_gateway.tokens import ensure_secret, local_secret_path, mint
 from streams.config import WorkerSettings, load_settings
 from streams.vectorstore import WeaviateStore
 
@@ -74,7 +83,8 @@ def children(worker: WorkerSettings, gateway: GatewaySettings, logs: Path) -> li
         Child("shipper", [*cli, "worker", "--role", "shipper", "--web-port", str(shipper_port)],
               f"http://127.0.0.1:{shipper_port}/health/ready", logs / "shipper.log"),
         Child("gateway", [*cli, "gateway"],
-              f"http://{gateway.gateway_host}:{gateway.gateway_port}/health/live", logs / "gateway.log"),
+              f"{'https' if gateway.tls else 'http'}://{gateway.gateway_host}:{gateway.gateway_port}"
+              "/health/live", logs / "gateway.log"),
     ]
 
 
@@ -84,7 +94,8 @@ def wait_ready(child: Child, timeout_s: float = READY_TIMEOUT_S) -> None:
         if not child.alive:
             raise RuntimeError(f"{child.name} exited during start-up; see {child.log_path}")
         try:
-            if httpx.get(child.health_url, timeout=2).status_code == 200:
+            # liveness of our own child on loopback: a self-signed certificate is fine here
+            if httpx.get(child.health_url, timeout=2, verify=False).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -116,13 +127,48 @@ async def ingest_sample_if_empty(worker: WorkerSettings, timeout_s: float = 180.
         await store.stop()
 
 
+def gateway_auth_env(gateway: GatewaySettings, stack_settings: StackSettings) -> dict[str, str]:
+    """``AICHAT_JWT_SECRET_FILE`` of a local secret when auth is on and no key is configured."""
+    if gateway.gateway_auth != "jwt" or gateway.jwt_algorithm != "HS256" or gateway.jwt_secret:
+        return {}
+    path = local_secret_path(stack_settings.stack_dir)
+    ensure_secret(path)
+    return {"AICHAT_JWT_SECRET_FILE": str(path)}
+
+
+def chat_token(gateway: GatewaySettings, env: dict[str, str]) -> str | None:
+    """A 12-hour token for the printed chat URL (None: auth is off or not ours to mint)."""
+    if gateway.gateway_auth != "jwt" or gateway.jwt_algorithm != "HS256":
+        return None
+    if gateway.jwt_secret is not None:
+        secret = gateway.jwt_secret.get_secret_value()
+    elif "AICHAT_JWT_SECRET_FILE" in env:
+        secret = Path(env["AICHAT_JWT_SECRET_FILE"]).read_text(encoding="utf-8").strip()
+    else:
+        return None
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "local"
+    return mint(secret, user=user or "local", ttl_s=12 * 3600, audience=gateway.jwt_audience,
+                issuer=gateway.jwt_issuer)
+
+
+def _redis_is_local(gateway: GatewaySettings) -> bool:
+    if gateway.redis_url is None:
+        return False
+    return urlsplit(gateway.redis_url.get_secret_value()).hostname in {"127.0.0.1", "localhost"}
+
+
 def run_up(args: argparse.Namespace) -> int:
     stack_settings = load_settings(StackSettings)
     worker = load_settings(WorkerSettings)
     gateway = load_settings(GatewaySettings)
+    services = [*stack.SERVICES, *(["redis"] if _redis_is_local(gateway) else [])]
     already_up = all(s.healthy for s in stack.status(stack_settings))
+    auth_env = gateway_auth_env(gateway, stack_settings)
     print("1/4 bringing up Kafka, Elasticsearch and Weaviate (first run: downloads and builds) …")
-    for status in stack.up(stack_settings):
+    for status in stack.up(stack_settings, services=services):
         print(f"    {status.name:<14} pid {status.pid}  ports {status.ports}  {status.health}")
     procs = children(worker, gateway, stack_settings.stack_dir / "app")
     stopping = False
@@ -135,7 +181,7 @@ def run_up(args: argparse.Namespace) -> int:
     try:
         print("2/4 starting workers and gateway (loading the model) …")
         for child in procs:
-            child.start()
+            child.start(env={**os.environ, **auth_env} if child.name == "gateway" else None)
         for child in procs:
             wait_ready(child)
             print(f"    {child.name:<14} ready  (log: {child.log_path})")
@@ -144,8 +190,16 @@ def run_up(args: argparse.Namespace) -> int:
             n = asyncio.run(ingest_sample_if_empty(worker))
             print(f"    ingested {n} sample documents" if n else "    index not empty: nothing to ingest")
         base = f"{gateway.gateway_host}:{gateway.gateway_port}"
+        http, ws = ("https", "wss") if gateway.tls else ("http", "ws")
+        token = chat_token(gateway, auth_env)
+        page = f"{http}://{base}/" + (f"?token={token}" if token else "")
+        auth_note = (
+            "    auth:       JWT on; `aichat ask` mints its own token, `aichat token` prints one\n"
+            if gateway.gateway_auth == "jwt"
+            else "    auth:       DISABLED (AICHAT_GATEWAY_AUTH=disabled)\n"
+        )
         print(
-            f"4/4 ready.\n    chat page:  http://{base}/\n    websocket:  ws://{base}/ws\n"
+            f"4/4 ready.\n    chat page:  {page}\n    websocket:  {ws}://{base}/ws\n{auth_note}"
             f"    try:        aichat ask \"How many vacation days do employees get?\"\n"
             "    Ctrl-C stops everything."
         )

@@ -4,9 +4,12 @@
     client ◄─ws─── connection ◄── router queue ◄── answers[reply partition]
 
 Map: ``config`` settings · ``errors`` refusal codes · ``protocol`` frames ·
-``auth`` who is asking · ``routing`` answers → per-query queues · ``transport``
-the Kafka seam · ``connection`` one websocket · ``health`` readiness checks ·
-``app`` the Starlette app · ``server`` uvicorn · ``client`` ``ask()`` · ``cli``.
+``auth`` Origin + JWT → who is asking · ``tokens`` development tokens ·
+``ratelimit`` per-user budgets (local or Redis) · ``routing`` answers → per-query
+queues · ``transport`` the Kafka seam · ``events`` ``QueryCancelled`` ·
+``connection`` one websocket · ``health`` readiness checks · ``app`` the Starlette
+app · ``server`` uvicorn, TLS, drain · ``client`` ``ask()`` · ``cli``.
+``GATEWAY.md`` is the operator's guide (auth, limits, TLS, replicas).
 
 Kept light on purpose: no faust, no torch (1,000 idle connections < 300 MB RSS).
 """

@@ -1,4 +1,9 @@
-"""``aichat gateway`` (run a replica) and ``aichat ask`` (one question over the websocket).
+"""``aichat gateway`` (run a replica), ``aichat ask`` (one question over the websocket)
+and ``aichat token`` (mint a development token).
+
+``aichat ask`` sends ``--token`` (or ``AICHAT_TOKEN``); without one it mints a
+five-minute HS256 token from ``AICHAT_JWT_SECRET_FILE`` or, failing that, from the
+local secret ``aichat up`` created under the stack directory.
 
 ``aichat`` (``streams/cli.py``) calls :func:`register` on its subparsers, configures
 logging, and calls ``args.func(args)`` (that is :func:`run`); ``python -m
@@ -9,6 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import os
+import re
+import ssl
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -16,10 +25,12 @@ from typing import Any
 from query_gateway.client import ask
 from query_gateway.config import GatewaySettings
 from query_gateway.errors import GatewayError
+from query_gateway.tokens import local_secret_path, mint
 from streams.config import load_settings
 from streams.errors import ConfigError
 
 DEFAULT_URL = "ws://127.0.0.1:8000/ws"
+ASK_TOKEN_TTL_S = 300.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,7 +57,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="KEY=VALUE",
         help="metadata equality filter",
     )
+    ask_.add_argument(
+        "--token",
+        default=os.environ.get("AICHAT_TOKEN"),
+        help="JWT to send (default AICHAT_TOKEN; else one minted from the local secret)",
+    )
+    ask_.add_argument("--user", default=None, help="user of a minted token (default: $USER)")
+    ask_.add_argument("--tenant", default="default", help="tenant of a minted token")
+    ask_.add_argument("--cafile", default=None, help="CA bundle that signed a wss:// gateway")
     ask_.set_defaults(gateway_command="ask", func=run)
+
+    token = subparsers.add_parser(
+        "token", help="mint an HS256 token from the gateway's secret (local development)"
+    )
+    token.add_argument("--user", default=None, help="the 'sub' claim (default: $USER)")
+    token.add_argument("--tenant", default="default", help="the 'tenant' claim")
+    token.add_argument("--ttl", type=float, default=12 * 3600.0, help="seconds (default 12 h)")
+    token.set_defaults(gateway_command="token", func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_gateway(args)
     if command == "ask":
         return asyncio.run(_run_ask(args))
+    if command == "token":
+        return _run_token(args)
     raise ValueError(f"not a gateway command: {command!r}")
 
 
@@ -77,9 +106,61 @@ def _run_gateway(args: argparse.Namespace) -> int:
         return 2
     try:
         serve(settings)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     except GatewayError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _default_user() -> str:
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = ""
+    return re.sub(r"[^\w.@+-]", "_", name)[:64] or "local"
+
+
+def mint_local_token(user: str, tenant: str, ttl_s: float) -> str | None:
+    """A token signed with the configured HS256 secret, else with ``aichat up``'s local one."""
+    settings = load_settings(GatewaySettings)
+    if settings.jwt_algorithm != "HS256":
+        return None
+    if settings.jwt_secret is not None:
+        secret = settings.jwt_secret.get_secret_value()
+    else:
+        from infra.config import StackSettings  # only the CLI knows where the stack lives
+
+        path = local_secret_path(load_settings(StackSettings).stack_dir)
+        if not path.exists():
+            return None
+        secret = path.read_text(encoding="utf-8").strip()
+    return mint(
+        secret,
+        user=user,
+        tenant=tenant,
+        ttl_s=ttl_s,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+    )
+
+
+def _run_token(args: argparse.Namespace) -> int:
+    try:
+        token = mint_local_token(args.user or _default_user(), args.tenant, args.ttl)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if token is None:
+        print(
+            "no HS256 secret: set AICHAT_JWT_SECRET_FILE, or run `aichat up` once "
+            "(it creates a local one)",
+            file=sys.stderr,
+        )
+        return 1
+    print(token)
     return 0
 
 
@@ -91,9 +172,19 @@ async def _run_ask(args: argparse.Namespace) -> int:
             print(f"--filter {item!r}: expected KEY=VALUE", file=sys.stderr)
             return 2
         filters[key] = value
+    token = args.token
+    if not token:
+        try:
+            token = mint_local_token(args.user or _default_user(), args.tenant, ASK_TOKEN_TTL_S)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    context = ssl.create_default_context(cafile=args.cafile) if args.cafile else None
     sources: list[dict[str, Any]] = []
     try:
-        async for frame in ask(args.url, args.question, top_k=args.top_k, filters=filters):
+        async for frame in ask(
+            args.url, args.question, top_k=args.top_k, filters=filters, token=token, ssl=context
+        ):
             kind = frame.get("type")
             if kind == "sources":
                 sources = frame.get("sources", [])
@@ -134,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from streams.logs import configure_logging
 
     parser = argparse.ArgumentParser(prog="python -m query_gateway.cli")
-    register(parser.add_subparsers(required=True, metavar="{gateway,ask}"))
+    register(parser.add_subparsers(required=True, metavar="{gateway,ask,token}"))
     args = parser.parse_args(argv)
     try:
         obs = load_settings(ObservabilitySettings)

@@ -70,9 +70,7 @@ class GatewayAuthSettings(_Base):
         pattern=TENANT_PATTERN,
         description="tenant of tokens without the tenant claim; unset = such tokens are refused",
     )
-    jwt_leeway_s: float = Field(
-        30.0, ge=0, le=300, description="clock skew allowed on exp/nbf/iat"
-    )
+    jwt_leeway_s: float = Field(30.0, ge=0, le=300, description="clock skew allowed on exp/nbf/iat")
     gateway_allowed_origins: list[str] = Field(
         default_factory=list,
         description="browser Origins allowed besides the gateway's own (e.g. "
@@ -145,6 +143,11 @@ class GatewaySettings(
     worker_health_urls: list[str] = Field(
         default_factory=lambda: ["http://127.0.0.1:6066/health/ready"],
         description="the 'model' readiness check: every answerer worker's /health/ready",
+    )
+    ws_compression: bool = Field(
+        True,
+        description="permessage-deflate; off halves the memory of an idle connection "
+        "(measured ~75 → ~37 KB) at the cost of larger frames on the wire",
     )
     ws_ping_interval_s: float = Field(20.0, gt=0, description="websocket ping every …")
     ws_ping_timeout_s: float = Field(

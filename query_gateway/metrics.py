@@ -28,5 +28,31 @@ FRAMES_REFUSED = Counter(
 ANSWERS_DROPPED = Counter(
     "aichat_gateway_answers_dropped_total",
     "Answer events not delivered to a query",
-    ["reason"],  # unknown_query | invalid | slow_consumer
+    ["reason"],  # unknown_query | invalid | slow_consumer | duplicate
+)
+AUTH_REFUSED = Counter(
+    "aichat_gateway_auth_refused_total",
+    "Websocket upgrades refused before the connection opened, by reason",
+    # missing_token | malformed | bad_algorithm | bad_signature | expired | not_yet_valid |
+    # wrong_audience | wrong_issuer | missing_claim | bad_claim | origin
+    ["reason"],
+)
+RATE_LIMITED = Counter(
+    "aichat_gateway_rate_limited_total",
+    "Queries refused by a limit, by limit",
+    ["limit"],  # user_queries (per-user token bucket) | connection_inflight
+)
+RATE_LIMITER_ERRORS = Counter(
+    "aichat_gateway_rate_limiter_errors_total",
+    "Rate-limit checks that failed (Redis unreachable or slow); the query was let through",
+)
+SESSIONS_ENDED = Counter(
+    "aichat_gateway_sessions_ended_total",
+    "Websocket sessions the gateway closed itself, by reason",
+    ["reason"],  # token_expired | slow_client | shutdown
+)
+CANCELLATIONS = Counter(
+    "aichat_gateway_cancellations_total",
+    "QueryCancelled events produced onto the queries topic, by reason and outcome",
+    ["reason", "outcome"],  # outcome: published | failed
 )

@@ -8,7 +8,13 @@ Client → server (JSON text frames)::
 
 Server → client, per client ``id``: ``ack`` (with the ``query_id``), ``sources``,
 many ``token`` (``delta``), then ``done`` (``timings_ms``) or ``error`` (``code``,
-``message``, ``error_id``); ``pong`` answers ``ping``.
+``message``, ``error_id``, and ``retry_after`` in seconds for ``rate_limited``);
+``pong`` answers ``ping``. An ``error`` with ``"id": null`` concerns the whole
+session (e.g. ``token_expired`` just before the server closes it).
+
+Close codes the server uses: 1000 normal, 1009 frame over 1 MiB, 1011 keepalive
+ping timeout, 1012 the replica restarts (reconnect), 4401 token expired,
+4408 slow client (frames not read in time).
 """
 
 from __future__ import annotations
@@ -146,9 +152,12 @@ def error(client_id: str | None, code: str, message: str, error_id: str) -> dict
 
 
 def error_from(exc: GatewayError, error_id: str, client_id: str | None = None) -> dict[str, Any]:
-    return error(
+    frame = error(
         client_id if client_id is not None else exc.client_id, exc.code, exc.message, error_id
     )
+    if exc.retry_after is not None:
+        frame["retry_after"] = exc.retry_after
+    return frame
 
 
 def pong() -> dict[str, Any]:

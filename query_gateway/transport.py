@@ -1,6 +1,7 @@
 """The seam between connections and Kafka.
 
-A :class:`Transport` publishes queries and hands out answer queues. The app
+A :class:`Transport` publishes queries (and their cancellations) and hands out
+answer queues. The app
 uses :class:`KafkaTransport` (an idempotent producer for ``queries`` plus an
 :class:`~query_gateway.routing.AnswerRouter` on this replica's answers
 partition); tests pass an in-process double to ``create_app(..., transport=...)``.
@@ -15,8 +16,10 @@ from typing import Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from query_gateway import events
 from query_gateway.config import GatewaySettings
 from query_gateway.errors import KafkaUnavailable
+from query_gateway.events import QueryCancelled
 from query_gateway.routing import AnswerQueue, AnswerRouter
 from schemas.codec import encode
 from schemas.events import QueryEvent
@@ -38,6 +41,9 @@ class Transport(Protocol):
 
     async def publish(self, event: QueryEvent) -> None:
         """Return once the broker acknowledged the query; raise :class:`KafkaUnavailable`."""
+
+    async def cancel(self, event: QueryCancelled) -> None:
+        """Tell the answerer to stop a query; raise :class:`KafkaUnavailable`."""
 
     async def check(self) -> str:
         """Readiness: a short detail when healthy; raise when not."""
@@ -105,6 +111,22 @@ class KafkaTransport:
             )
         except (KafkaError, TimeoutError) as exc:
             raise KafkaUnavailable(f"could not publish the query to {topic!r}: {exc!r}") from exc
+
+    async def cancel(self, event: QueryCancelled) -> None:
+        if self._producer is None:
+            raise KafkaUnavailable("the gateway is not connected to Kafka")
+        topic = self._settings.queries_topic
+        try:
+            await asyncio.wait_for(
+                self._producer.send_and_wait(
+                    topic, encode(event), key=event.query_id.encode(), headers=events.headers()
+                ),
+                self._settings.produce_timeout_s,
+            )
+        except (KafkaError, TimeoutError) as exc:
+            raise KafkaUnavailable(
+                f"could not publish the cancellation to {topic!r}: {exc!r}"
+            ) from exc
 
     async def check(self) -> str:
         if self._producer is None:

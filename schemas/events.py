@@ -166,6 +166,30 @@ class QueryEvent(Event):
     deadline: datetime = Field(description="answer by then or end with an error")
 
 
+#: Kafka header that marks a record on ``queries`` that is not a ``QueryEvent``
+EVENT_TYPE_HEADER = "aichat-event-type"
+QUERY_CANCELLED = "query_cancelled"
+
+
+class QueryCancelled(Event):
+    """``queries`` topic, keyed by ``query_id`` (so it follows its query): stop working on it.
+
+    Marked by the header ``aichat-event-type: query_cancelled`` and ``"type"`` in the
+    body. The answerer stops generating (or skips the query) and sends nothing more:
+    the gateway has already told the client.
+    """
+
+    type: Literal["query_cancelled"] = "query_cancelled"
+    query_id: str = Field(min_length=1)
+    session_id: str = ""
+    tenant: Tenant = "default"
+    user: str = "anonymous"
+    reason: Literal["client", "disconnected", "token_expired", "slow_client", "shutdown"] = Field(
+        description="client: a cancel frame; disconnected: the websocket closed; "
+        "token_expired / slow_client: the gateway ended the session; shutdown: replica stopping"
+    )
+
+
 class Source(BaseModel):
     model_config = ConfigDict(frozen=True)
 

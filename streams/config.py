@@ -176,6 +176,7 @@ class WorkerSettings(
     batch_max_wait_ms: int = Field(50, ge=1, le=60_000, description="micro-batch time bound")
     worker_data_dir: Path = Path(".aichat/worker")
     answer_deadline_ms: int = Field(10_000, ge=100)
+    answer_concurrency: int = Field(8, ge=1, le=256, description="queries one answerer works on at once")
 
 
 S = TypeVar("S", bound=BaseSettings)

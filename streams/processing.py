@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import faust
 
@@ -46,10 +46,15 @@ class Incoming:
     key: bytes | None
     value: bytes | None
     timestamp: float  # seconds since the epoch (broker/producer timestamp)
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     @classmethod
     def from_event(cls, event: faust.EventT) -> Incoming:
         msg = event.message
+        raw_headers: Any = msg.headers or ()
+        pairs: Iterable[tuple[Any, Any]] = (
+            raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
+        )
         return cls(
             topic=msg.topic,
             partition=msg.partition,
@@ -57,7 +62,11 @@ class Incoming:
             key=msg.key,
             value=msg.value,
             timestamp=msg.timestamp,
+            headers=tuple((str(k), v if isinstance(v, bytes) else str(v or "").encode()) for k, v in pairs),
         )
+
+    def header(self, name: str) -> bytes | None:
+        return next((v for k, v in self.headers if k == name), None)
 
     @property
     def key_text(self) -> str | None:

@@ -2,12 +2,15 @@
 
 Each test system gets its own topic prefix, Weaviate collection and Elasticsearch
 index prefix, so tests never see each other's data on the shared local stack.
+Its gateway requires JWTs signed with a per-system secret; ``RunningSystem.ws_url``
+carries a valid ``?token=`` so ``ask(system.ws_url, …)`` just works.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import socket
 import sys
 import time
@@ -20,6 +23,7 @@ import httpx
 from aiokafka.admin import AIOKafkaAdminClient
 
 from infra.up import Child, wait_ready
+from query_gateway.tokens import mint
 from streams.config import WorkerSettings
 
 T = TypeVar("T")
@@ -33,7 +37,16 @@ def free_port() -> int:
 
 def isolated_env(unique: str, tmp: Path) -> dict[str, str]:
     worker_port, shipper_port, gateway_port = free_port(), free_port(), free_port()
+    secret_file = tmp / "jwt.secret"
+    secret_file.parent.mkdir(parents=True, exist_ok=True)
+    secret_file.write_text(secrets.token_urlsafe(48), encoding="utf-8")
     return {
+        "AICHAT_GATEWAY_AUTH": "jwt",
+        "AICHAT_JWT_ALGORITHM": "HS256",
+        "AICHAT_JWT_SECRET_FILE": str(secret_file),
+        # tests poll with many queries; the rate-limit tests set their own budget
+        "AICHAT_RATE_LIMIT_PER_MINUTE": "60000",
+        "AICHAT_RATE_LIMIT_BURST": "1000",
         "AICHAT_TOPIC_PREFIX": f"t{unique}.",
         "AICHAT_TOPIC_PARTITIONS": "2",
         "AICHAT_WEAVIATE_COLLECTION": f"T{unique}",
@@ -59,9 +72,22 @@ class RunningSystem:
         return WorkerSettings(**{k[len("AICHAT_"):].lower(): v for k, v in self.env.items()
                                  if k[len("AICHAT_"):].lower() in WorkerSettings.model_fields})
 
+    def token(self, user: str = "e2e", tenant: str = "default", ttl_s: float = 7200.0) -> str:
+        """A JWT the system's gateways accept (HS256, the test's own secret)."""
+        secret = Path(self.env["AICHAT_JWT_SECRET_FILE"]).read_text(encoding="utf-8").strip()
+        return mint(secret, user=user, tenant=tenant, ttl_s=ttl_s)
+
+    @property
+    def base_ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.env['AICHAT_GATEWAY_PORT']}/ws"
+
+    def ws_url_for(self, user: str = "e2e", tenant: str = "default") -> str:
+        return f"{self.base_ws_url}?token={self.token(user, tenant)}"
+
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.env['AICHAT_GATEWAY_PORT']}/ws"
+        """The gateway's websocket with a valid token for user ``e2e`` of tenant ``default``."""
+        return self.ws_url_for()
 
     def start(self, *roles: str, gateway: bool = True) -> None:
         cli = [sys.executable, "-m", "streams.cli"]

@@ -11,19 +11,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
 
 from schemas.codec import decode
-from schemas.events import AnswerError, AnswerEvent, AnswerKind, QueryEvent, Source
+from schemas.errors import InvalidEvent
+from schemas.events import (
+    EVENT_TYPE_HEADER,
+    QUERY_CANCELLED,
+    AnswerError,
+    AnswerEvent,
+    AnswerKind,
+    QueryCancelled,
+    QueryEvent,
+    Source,
+)
 from streams.context import AgentContext
 from streams.errors import DependencyUnavailable, EffectFailed
 from streams.generation import Passage
 from streams.metrics import ANSWER_SECONDS
-from streams.processing import Incoming, per_event_agent
+from streams.processing import Incoming, dead_letter, process
 from streams.retrieval import Retriever
 
 log = logging.getLogger(__name__)
@@ -127,7 +138,78 @@ def register(app: faust.App, ctx: AgentContext) -> None:
             log.info("answered %s in %.0f ms", query.query_id, timings["total"],
                      extra={"query_id": query.query_id, "trace_id": query.trace_id})
 
-    app.agent(ctx.topics.queries, name=AGENT, concurrency=1)(per_event_agent(ctx, AGENT, handle))
+    app.agent(ctx.topics.queries, name=AGENT, concurrency=1)(
+        concurrent_queries(ctx, handle, settings.answer_concurrency)
+    )
+
+
+def is_cancellation(msg: Incoming) -> bool:
+    return msg.header(EVENT_TYPE_HEADER) == QUERY_CANCELLED.encode()
+
+
+def concurrent_queries(
+    ctx: AgentContext, handle: Callable[[Incoming], Awaitable[None]], limit: int
+) -> Callable[[faust.StreamT], Awaitable[None]]:
+    """Answer up to ``limit`` queries at once, and stop one when its cancellation arrives.
+
+    Faust's own ``concurrency`` can commit past an unfinished event (TRAPS.md), so
+    this loop acks itself, strictly in arrival order: an event is acked only when it
+    and every event before it on the stream are finished. A crash replays whatever
+    was unfinished; a replayed query past its deadline is answered with an error the
+    gateway no longer listens for.
+    """
+
+    async def consume(stream: faust.StreamT) -> None:
+        await ctx.started.wait()
+        slots = asyncio.Semaphore(limit)
+        running: dict[str, asyncio.Task[None]] = {}
+        pending: deque[tuple[faust.EventT, asyncio.Task[None] | None]] = deque()
+        acking = asyncio.Lock()
+
+        async def ack_finished() -> None:
+            async with acking:
+                while pending and (pending[0][1] is None or pending[0][1].done()):
+                    event, _ = pending.popleft()
+                    await stream.ack(event)
+
+        async def run(msg: Incoming, query_id: str) -> None:
+            try:
+                await process(ctx, AGENT, msg, handle)
+            except asyncio.CancelledError:
+                log.info("query %s cancelled", query_id, extra={"query_id": query_id})
+            finally:
+                running.pop(query_id, None)
+                slots.release()
+                asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(ack_finished()))
+
+        try:
+            # noack: this loop acks itself (noack is on faust's Stream, not the StreamT protocol)
+            async for event in stream.noack().events():  # type: ignore[attr-defined]
+                msg = Incoming.from_event(event)
+                if is_cancellation(msg):
+                    task = None
+                    try:
+                        cancelled = decode(QueryCancelled, msg.value)
+                    except InvalidEvent as exc:
+                        await dead_letter(ctx, AGENT, msg, exc)
+                    else:
+                        target = running.get(cancelled.query_id)
+                        if target is not None:
+                            target.cancel()
+                    pending.append((event, None))
+                else:
+                    await slots.acquire()
+                    query_id = (msg.key or b"").decode(errors="replace")
+                    task = asyncio.create_task(run(msg, query_id), name=f"answer-{query_id}")
+                    running[query_id] = task
+                    pending.append((event, task))
+                await ack_finished()
+        finally:
+            for task in list(running.values()):
+                task.cancel()  # unfinished: not acked, answered again after a restart
+
+    consume.__name__ = consume.__qualname__ = AGENT
+    return consume
 
 
 def _ms_since(start: float) -> float:

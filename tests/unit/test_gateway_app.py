@@ -23,6 +23,7 @@ from query_gateway.app import create_app
 from query_gateway.client import ask
 from query_gateway.config import GatewaySettings
 from query_gateway.errors import KafkaUnavailable
+from query_gateway.events import QueryCancelled
 from query_gateway.routing import AnswerQueue, AnswerRouter
 from query_gateway.server import build_server
 from schemas.codec import encode
@@ -72,6 +73,7 @@ class FakeTransport:
         self.publish_error = publish_error
         self.healthy = True
         self.published: list[QueryEvent] = []
+        self.cancelled: list[QueryCancelled] = []
         self.queues: dict[str, AnswerQueue] = {}
         self.started = self.stopped = False
         self.registered_before_publish: list[bool] = []
@@ -107,6 +109,9 @@ class FakeTransport:
         for answer in self.script(event):
             queue.put_nowait(answer)
 
+    async def cancel(self, event: QueryCancelled) -> None:
+        self.cancelled.append(event)
+
     async def check(self) -> str:
         if not self.healthy:
             raise KafkaUnavailable("broker unreachable")
@@ -115,6 +120,7 @@ class FakeTransport:
 
 def settings(**overrides: Any) -> GatewaySettings:
     values: dict[str, Any] = {
+        "gateway_auth": "disabled",  # the protocol tests; test_gateway_auth.py has the JWT ones
         "topic_prefix": "t1.",
         "gateway_reply_partition": 3,
         "answer_deadline_ms": 300,

@@ -1,0 +1,1 @@
+"""Redis for the local stack (Debian's ``redis-server``): shared gateway rate limits."""
