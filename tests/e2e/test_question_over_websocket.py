@@ -79,7 +79,7 @@ async def test_documents_in_question_out_and_every_event_in_elasticsearch(system
     assert kinds[0] == "ack"
     assert kinds[1] == "sources"
     assert kinds[-1] == "done", frames[-1]
-    assert kinds.count("token") >= 3
+    assert kinds.count("token") >= 2  # a few words per token event
     assert set(kinds[2:-1]) == {"token"}
 
     sources = frames[1]["sources"]

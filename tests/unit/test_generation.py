@@ -33,10 +33,11 @@ async def test_korean_question_matches_korean_text() -> None:
     assert "3일" in answer and "[1]" in answer
 
 
-async def test_streams_many_tokens_in_reading_order() -> None:
+async def test_streams_a_few_words_per_delta_in_reading_order() -> None:
     passages = [_p(0, "Vacation days accrue monthly. Vacation requests need four weeks notice.")]
-    tokens = [t async for t in ExtractiveGenerator().generate("vacation requests", passages)]
+    tokens = [t async for t in ExtractiveGenerator(words_per_delta=3).generate("vacation requests", passages)]
     assert len(tokens) > 3
+    assert all(len(t.split()) <= 3 for t in tokens)
     text = "".join(tokens)
     assert text.index("accrue") < text.index("requests")
 
