@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka.admin import AIOKafkaAdminClient
 
+from infra.kafka.topics import delete_prefixed_topics
 from infra.up import Child, wait_ready
 from streams.config import WorkerSettings
 
@@ -77,14 +77,7 @@ class WorkerGroup:
 
 async def drop_state(settings: WorkerSettings) -> None:
     """Delete a benchmark's topics and collections."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        topics = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
-        if topics:
-            await admin.delete_topics(topics)
-    finally:
-        await admin.close()
+    await delete_prefixed_topics(settings)
     base = f"http://{settings.weaviate_host}:{settings.weaviate_http_port}/v1/schema"
     async with httpx.AsyncClient(timeout=60) as http:
         for name in (settings.weaviate_collection, f"{settings.weaviate_collection}Docs"):

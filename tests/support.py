@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from aiokafka.admin import AIOKafkaAdminClient
 
+from infra.kafka.topics import delete_prefixed_topics
 from infra.up import Child, wait_ready
 from query_gateway.tokens import mint
 from streams.config import WorkerSettings
@@ -130,16 +130,9 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], *, timeout_s: flo
 
 async def drop_isolated_state(settings: WorkerSettings) -> None:
     """Delete the test's topics, collection and indices (best effort, real services)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        topics = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
-        if topics:
-            await admin.delete_topics(topics)
-    finally:
-        await admin.close()
+    await delete_prefixed_topics(settings)
+    schema = f"http://{settings.weaviate_host}:{settings.weaviate_http_port}/v1/schema"
     async with httpx.AsyncClient(timeout=10) as http:
-        await http.delete(
-            f"http://{settings.weaviate_host}:{settings.weaviate_http_port}/v1/schema/{settings.weaviate_collection}"
-        )
+        for collection in (settings.weaviate_collection, f"{settings.weaviate_collection}Docs"):
+            await http.delete(f"{schema}/{collection}")
         await http.delete(f"{settings.elastic_url}/{settings.elastic_index_prefix}-*")

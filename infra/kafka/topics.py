@@ -126,3 +126,21 @@ async def ensure_topics(
             await asyncio.sleep(1.0)
     finally:
         await admin.close()
+
+
+async def delete_prefixed_topics(settings: KafkaSettings) -> list[str]:
+    """Delete every topic that starts with ``settings.topic_prefix`` (tests, benchmarks).
+
+    Refuses an empty prefix: that would be every topic of the cluster.
+    """
+    if not settings.topic_prefix:
+        raise StackError("refusing to delete topics without a topic prefix")
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        topics = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+        if topics:
+            await admin.delete_topics(topics)
+        return topics
+    finally:
+        await admin.close()

@@ -13,14 +13,11 @@ import redis.asyncio as aioredis
 from infra import stack
 from infra.config import StackSettings
 from infra.redis.launcher import DEFAULT_PORT
-from query_gateway.app import create_app
 from query_gateway.ratelimit import RateLimiterUnavailable, RedisRateLimiter
 from streams.config import WorkerSettings, load_settings
-from tests.unit.test_gateway_app import FakeTransport, query, receive_until_final, settings
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-    from starlette.testclient import TestClient
 
 pytestmark = pytest.mark.integration
 
@@ -93,26 +90,3 @@ async def test_unreachable_redis_is_named_without_its_password() -> None:
             await limiter.acquire("u")
     finally:
         await limiter.aclose()
-
-
-def test_gateway_replicas_share_the_budget_and_report_redis_ready(redis_url: str, prefix: str) -> None:
-    common = {"redis_url": redis_url, "redis_key_prefix": prefix, "rate_limit_per_minute": 6,
-              "rate_limit_burst": 2}
-    a = create_app(settings(gateway_reply_partition=0, **common), transport=FakeTransport())
-    b = create_app(settings(gateway_reply_partition=1, **common), transport=FakeTransport())
-    with TestClient(a) as on_a, TestClient(b) as on_b:
-        with on_a.websocket_connect("/ws?user=dana") as ws:
-            ws.send_json(query(id="1"))
-            assert receive_until_final(ws)[-1]["type"] == "done"
-        with on_b.websocket_connect("/ws?user=dana") as ws:
-            ws.send_json(query(id="2"))
-            assert receive_until_final(ws)[-1]["type"] == "done"
-            ws.send_json(query(id="3"))
-            refused = ws.receive_json()
-        with on_a.websocket_connect("/ws?user=dana") as ws:
-            ws.send_json(query(id="4"))
-            refused_a = ws.receive_json()
-        ready = on_b.get("/health/ready").json()["checks"]
-    assert (refused["code"], refused["id"]) == ("rate_limited", "3") and refused["retry_after"] > 9
-    assert refused_a["code"] == "rate_limited"
-    assert ready["redis"]["ok"] and "redis://127.0.0.1" in ready["redis"]["detail"]

@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
-from infra.kafka.topics import ensure_topics
+from infra.kafka.topics import delete_prefixed_topics, ensure_topics
 from streams.config import KafkaSettings, WorkerSettings
 from streams.lag import LagReporter
 from streams.logship import SHIPPED, KafkaLogHandler, LogShipSettings
@@ -28,14 +27,7 @@ async def kafka(services: WorkerSettings, unique: str) -> AsyncIterator[KafkaSet
                              topic_partitions=2)
     await ensure_topics(settings)
     yield settings
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        topics = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
-        if topics:
-            await admin.delete_topics(topics)
-    finally:
-        await admin.close()
+    await delete_prefixed_topics(settings)
 
 
 async def test_log_records_reach_the_logs_topic_with_their_trace_id(kafka: KafkaSettings) -> None:
