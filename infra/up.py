@@ -160,6 +160,10 @@ def _redis_is_local(gateway: GatewaySettings) -> bool:
     return urlsplit(gateway.redis_url.get_secret_value()).hostname in {"127.0.0.1", "localhost"}
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_up(args: argparse.Namespace) -> int:
     stack_settings = load_settings(StackSettings)
     worker = load_settings(WorkerSettings)
@@ -171,13 +175,10 @@ def run_up(args: argparse.Namespace) -> int:
     for status in stack.up(stack_settings, services=services):
         print(f"    {status.name:<14} pid {status.pid}  ports {status.ports}  {status.health}")
     procs = children(worker, gateway, stack_settings.stack_dir / "app")
-    stopping = False
-
-    def _stop(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
+    # Ctrl-C and SIGTERM both stop everything cleanly, at any step, even when SIGINT
+    # was ignored by whoever started us (a background job of a script)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         print("2/4 starting workers and gateway (loading the model) …")
         for child in procs:
@@ -203,14 +204,13 @@ def run_up(args: argparse.Namespace) -> int:
             f"    try:        aichat ask \"How many vacation days do employees get?\"\n"
             "    Ctrl-C stops everything."
         )
-        while not stopping:
+        while True:
             for child in procs:
                 if not child.alive:
                     print(f"{child.name} exited; last log lines:", file=sys.stderr)
                     print("\n".join(tail(child.log_path, 20)), file=sys.stderr)
                     return 1
             time.sleep(1)
-        return 0
     except KeyboardInterrupt:
         return 0
     except RuntimeError as exc:
@@ -220,6 +220,9 @@ def run_up(args: argparse.Namespace) -> int:
                 print(f"--- {child.name} ---\n" + "\n".join(tail(child.log_path, 15)), file=sys.stderr)
         return 1
     finally:
+        # a second Ctrl-C must not abandon the children half-stopped: stopping has deadlines
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("stopping workers and gateway …")
         for child in reversed(procs):
             child.stop()

@@ -1,0 +1,54 @@
+"""The README's main job, as a user runs it: ``aichat up``, then ``aichat ask``, then Ctrl-C.
+
+Uses the running local stack (``up`` finds it and leaves it running) with its own topic
+prefix, collection, index prefix and ports, so the sample corpus is ingested fresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from streams.config import WorkerSettings
+from tests.support import drop_isolated_state, isolated_env
+
+AICHAT = [sys.executable, "-m", "streams.cli"]
+
+
+def test_up_answers_a_question_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    env = {k: v for k, v in isolated_env(uuid.uuid4().hex[:10], tmp_path).items() if "JWT" not in k}
+    env.pop("AICHAT_GATEWAY_AUTH")  # `up` turns JWT on with its own local secret
+    full_env = {**os.environ, **env}
+    log = tmp_path / "up.log"
+    with open(log, "wb") as out:
+        up = subprocess.Popen([*AICHAT, "up"], env=full_env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while "4/4 ready" not in log.read_text(errors="replace"):
+            assert up.poll() is None, log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "aichat up not ready in 240 s"
+            time.sleep(1)
+        assert "ingested 4 sample documents" in log.read_text()
+
+        url = f"ws://127.0.0.1:{env['AICHAT_GATEWAY_PORT']}/ws"
+        asked = subprocess.run([*AICHAT, "ask", "--url", url, "How many vacation days do employees get?"],
+                               env=full_env, capture_output=True, text=True, timeout=60)
+        assert asked.returncode == 0, asked.stderr
+        assert "25 days of paid vacation" in asked.stdout
+        assert "[1] sample/vacation-policy.md" in asked.stdout
+
+        up.send_signal(signal.SIGINT)  # Ctrl-C
+        assert up.wait(timeout=60) == 0
+        assert "stopping workers and gateway" in log.read_text()
+    finally:
+        if up.poll() is None:
+            up.kill()
+        asyncio.run(drop_isolated_state(WorkerSettings(
+            topic_prefix=env["AICHAT_TOPIC_PREFIX"], weaviate_collection=env["AICHAT_WEAVIATE_COLLECTION"],
+            elastic_index_prefix=env["AICHAT_ELASTIC_INDEX_PREFIX"])))
