@@ -82,6 +82,11 @@ async def drop_state(settings: WorkerSettings) -> None:
     async with httpx.AsyncClient(timeout=60) as http:
         for name in (settings.weaviate_collection, f"{settings.weaviate_collection}Docs"):
             await http.delete(f"{base}/{name}")
+        prefix = settings.elastic_index_prefix
+        if prefix != "aichat-events":  # a benchmark's own indices, never the default ones
+            await http.delete(f"{settings.elastic_url}/{prefix}-*")
+            for template in (prefix, f"{prefix}-logs", f"{prefix}-summaries"):
+                await http.delete(f"{settings.elastic_url}/_index_template/{template}")
 
 
 def machine_info() -> dict[str, Any]:

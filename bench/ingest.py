@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import math
 import os
 import platform
 import sys
@@ -28,6 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer
 
@@ -114,10 +117,32 @@ async def collect_acks(settings: WorkerSettings, wanted: int, timeout_s: float) 
     return list(acks.values())
 
 
+async def sample_lag(metrics_url: str, samples: list[float], stop: asyncio.Event) -> None:
+    """Every 2 s: the shipper's total consumer lag, read from its own /metrics."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        while not stop.is_set():
+            try:
+                text = (await http.get(metrics_url)).text
+                samples.append(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                                   if line.startswith("aichat_consumer_lag_messages{") and "shipper" in line))
+            except (httpx.HTTPError, ValueError, IndexError):
+                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2.0)
+
+
 async def run_pipeline(docs: list[DocumentEvent], n_chunks: int, workers: int, env: dict[str, str],
-                       settings: WorkerSettings, logs: Path) -> dict[str, Any]:
+                       settings: WorkerSettings, logs: Path, *, with_shipper: bool = False) -> dict[str, Any]:
     group = WorkerGroup("ingest", workers, env, logs)
     group.start()
+    shipper = WorkerGroup("shipper", 1, env, logs) if with_shipper else None
+    lag: list[float] = []
+    stop_sampling = asyncio.Event()
+    sampler = None
+    if shipper is not None:
+        shipper.start()
+        url = shipper.children[0].health_url.replace("/health/ready", "/metrics")
+        sampler = asyncio.create_task(sample_lag(url, lag, stop_sampling))
     try:
         started = time.time()
         async with DocumentPublisher(settings) as publisher:
@@ -130,10 +155,23 @@ async def run_pipeline(docs: list[DocumentEvent], n_chunks: int, workers: int, e
             raise RuntimeError(f"only {len(acks)} of {len(docs)} documents indexed; see {logs}")
         last = max(a.indexed_at.timestamp() for a in acks)
         elapsed = last - started
-        return {"workers": workers, "documents": len(docs), "chunks": n_chunks,
-                "publish_seconds": round(published - started, 2), "seconds": round(elapsed, 2),
-                "chunks_per_s": round(n_chunks / elapsed, 1), "peak_rss_mb": group.peak_rss_mb()}
+        result = {"workers": workers, "documents": len(docs), "chunks": n_chunks,
+                  "publish_seconds": round(published - started, 2), "seconds": round(elapsed, 2),
+                  "chunks_per_s": round(n_chunks / elapsed, 1), "peak_rss_mb": group.peak_rss_mb()}
+        if shipper is not None:
+            await asyncio.sleep(10)  # the shipper's last micro-batches after the last ack
+            stop_sampling.set()
+            if sampler is not None:
+                await sampler
+            result["shipper_lag_messages"] = {
+                "samples": len(lag), "p50": percentile(lag, 50), "p95": percentile(lag, 95),
+                "max": max(lag, default=math.nan), "last": lag[-1] if lag else math.nan,
+                "peak_rss_mb": shipper.peak_rss_mb()}
+        return result
     finally:
+        stop_sampling.set()
+        if shipper is not None:
+            shipper.stop()
         group.stop()
 
 
@@ -163,9 +201,11 @@ def isolated(settings: WorkerSettings, tag: str, name: str | None = None) -> tup
     """Topic prefix and collection of one run: unique, or ``name`` for an index kept afterwards."""
     unique = name or f"b{tag}{uuid.uuid4().hex[:8]}"
     env = {"AICHAT_TOPIC_PREFIX": f"{unique}.", "AICHAT_WEAVIATE_COLLECTION": unique.capitalize(),
+           "AICHAT_ELASTIC_INDEX_PREFIX": unique.lower(),
            "AICHAT_LOG_FORMAT": "json", "AICHAT_WORKER_DATA_DIR": f"/tmp/aichat-bench/{unique}"}
     return env, settings.model_copy(update={"topic_prefix": env["AICHAT_TOPIC_PREFIX"],
-                                            "weaviate_collection": env["AICHAT_WEAVIATE_COLLECTION"]})
+                                            "weaviate_collection": env["AICHAT_WEAVIATE_COLLECTION"],
+                                            "elastic_index_prefix": env["AICHAT_ELASTIC_INDEX_PREFIX"]})
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -186,7 +226,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         if workers > 1:  # one torch thread per worker: the workers share the machine's cores
             env["AICHAT_EMBED_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
         try:
-            result = await run_pipeline(docs, len(texts), workers, env, settings, logs / f"w{workers}")
+            result = await run_pipeline(docs, len(texts), workers, env, settings, logs / f"w{workers}",
+                                        with_shipper=args.with_shipper and n == 0)
         finally:
             if not keep:
                 await drop_state(settings)
@@ -219,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh-rate", type=float, default=5.0, help="documents/s for the freshness run")
     parser.add_argument("--fresh-seconds", type=float, default=60.0)
     parser.add_argument("--logs", default="/tmp/aichat-bench/logs")
+    parser.add_argument("--with-shipper", action="store_true",
+                        help="run a shipper beside the first pipeline run and record its consumer lag")
     parser.add_argument("--keep-as", default=None, metavar="NAME",
                         help="keep the first run's index as topic prefix NAME. and collection Name "
                              "(bench.query and bench.eval_scifact use 'scifact')")
@@ -233,6 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     print_table(["freshness at", "docs", "p50 ms", "p95 ms", "max ms"],
                 [(f"{f['rate_docs_per_s']} docs/s", f["documents"], f["freshness_p50_ms"],
                   f["freshness_p95_ms"], f["freshness_max_ms"])])
+    lagged = [p for p in result["pipeline"] if "shipper_lag_messages" in p]
+    if lagged:
+        lag = lagged[0]["shipper_lag_messages"]
+        print_table(["shipper beside the ingest", "samples", "lag p50", "lag p95", "lag max", "lag at end"],
+                    [("records behind", lag["samples"], lag["p50"], lag["p95"], lag["max"], lag["last"])])
     print(f"machine: {result['machine']['cpu']} ({result['machine']['cores']} cores)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
