@@ -14,7 +14,8 @@ import secrets
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -114,6 +115,20 @@ class RunningSystem:
         from infra.proc import tail
 
         return "\n".join(f"--- {c.name} ---\n" + "\n".join(tail(c.log_path, 30)) for c in self.children)
+
+
+@asynccontextmanager
+async def cleaned_up(system: RunningSystem) -> AsyncIterator[RunningSystem]:
+    """Yield ``system``; on a failure print its processes' log tails; always stop it and
+    drop its topics, collections and indices."""
+    try:
+        yield system
+    except BaseException:
+        print(system.log_tails())
+        raise
+    finally:
+        system.stop()
+        await drop_isolated_state(system.settings())
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], *, timeout_s: float, what: str) -> T:

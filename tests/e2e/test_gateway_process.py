@@ -23,7 +23,7 @@ from infra.kafka.topics import ensure_topics
 from query_gateway.client import ask, connect_gateway
 from schemas.codec import decode
 from schemas.events import QueryEvent
-from tests.support import RunningSystem, drop_isolated_state, isolated_env
+from tests.support import RunningSystem, cleaned_up, isolated_env
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +38,9 @@ async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
     })
     sys_ = RunningSystem(env=env, logs=tmp / "logs")
     await ensure_topics(sys_.settings())  # no worker creates them here
-    try:
+    async with cleaned_up(sys_):
         sys_.start()  # the gateway only: nobody answers
         yield sys_
-    except BaseException:
-        print(sys_.log_tails())
-        raise
-    finally:
-        sys_.stop()
-        await drop_isolated_state(sys_.settings())
 
 
 def claims(**changes: Any) -> dict[str, Any]:

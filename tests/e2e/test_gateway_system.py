@@ -34,7 +34,13 @@ from query_gateway.client import ask, connect_gateway
 from schemas.codec import decode
 from schemas.events import AnswerEvent, DocumentEvent, QueryEvent
 from streams.config import load_settings
-from tests.support import RunningSystem, drop_isolated_state, eventually, free_port, isolated_env
+from tests.support import (
+    RunningSystem,
+    cleaned_up,
+    eventually,
+    free_port,
+    isolated_env,
+)
 
 DOCS = {
     "hr/vacation": ("Vacation policy", "Every employee receives 25 days of paid vacation per year.",
@@ -79,7 +85,7 @@ async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runn
         "AICHAT_RATE_LIMIT_BURST": "8",
     })
     sys_ = RunningSystem(env=env, logs=tmp / "logs")
-    try:
+    async with cleaned_up(sys_):
         sys_.start("pipeline")
         sys_.env["B_URL"] = start_gateway(sys_, "gateway-b", partition=1)
         async with DocumentPublisher(sys_.settings()) as publisher:
@@ -95,12 +101,6 @@ async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runn
 
         await eventually(all_searchable, timeout_s=120, what="the documents to be searchable")
         yield sys_
-    except BaseException:
-        print(sys_.log_tails())
-        raise
-    finally:
-        sys_.stop()
-        await drop_isolated_state(sys_.settings())
 
 
 def url_b(system: RunningSystem, user: str = "e2e") -> str:

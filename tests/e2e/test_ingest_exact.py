@@ -22,7 +22,7 @@ from schemas.codec import decode, encode
 from schemas.events import DocumentEvent, DocumentIndexed
 from streams.config import load_settings
 from streams.vectorstore import WeaviateStore
-from tests.support import RunningSystem, drop_isolated_state, eventually, isolated_env
+from tests.support import RunningSystem, cleaned_up, eventually, isolated_env
 
 LONG = " ".join(f"Sentence {i} talks about the topic of exact updates in streaming pipelines." for i in range(60))
 
@@ -36,15 +36,9 @@ def doc(doc_id: str, version: int, text: str, *, op: str = "upsert", title: str 
 async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningSystem]:
     tmp = tmp_path_factory.mktemp("ingest")
     sys_ = RunningSystem(env=isolated_env(uuid.uuid4().hex[:10], tmp), logs=tmp / "logs")
-    try:
+    async with cleaned_up(sys_):
         sys_.start("pipeline", gateway=False)
         yield sys_
-    except BaseException:
-        print(sys_.log_tails())
-        raise
-    finally:
-        sys_.stop()
-        await drop_isolated_state(sys_.settings())
 
 
 @pytest.fixture

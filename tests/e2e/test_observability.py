@@ -37,7 +37,7 @@ from query_gateway.client import ask
 from schemas.events import DocumentEvent
 from streams.agents.shipper import SHIPPED_TOPICS
 from streams.config import load_settings
-from tests.support import RunningSystem, drop_isolated_state, eventually, isolated_env
+from tests.support import RunningSystem, cleaned_up, eventually, isolated_env
 
 DOCS = {
     "handbook/vacation": ("Vacation policy", "Every full-time employee receives 25 days of paid "
@@ -52,18 +52,12 @@ Hit = dict[str, Any]
 async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningSystem]:
     tmp = tmp_path_factory.mktemp("observability")
     sys_ = RunningSystem(env=isolated_env(uuid.uuid4().hex[:10], tmp), logs=tmp / "logs")
-    try:
+    async with cleaned_up(sys_):
         sys_.start("pipeline", "shipper")
         async with DocumentPublisher(sys_.settings()) as publisher:
             for doc_id, (title, text) in DOCS.items():
                 await publisher.publish(DocumentEvent(doc_id=doc_id, version=1, title=title, text=text))
         yield sys_
-    except BaseException:
-        print(sys_.log_tails())
-        raise
-    finally:
-        sys_.stop()
-        await drop_isolated_state(sys_.settings())
 
 
 def _saved(system: RunningSystem) -> dict[str, Hit]:

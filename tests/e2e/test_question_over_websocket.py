@@ -19,7 +19,7 @@ from ingest.sdk import DocumentPublisher
 from query_gateway.client import ask
 from schemas.codec import decode, encode
 from schemas.events import DeadLetter, DocumentEvent
-from tests.support import RunningSystem, drop_isolated_state, eventually, isolated_env
+from tests.support import RunningSystem, cleaned_up, eventually, isolated_env
 
 DOCS = {
     "handbook/vacation": (
@@ -45,15 +45,9 @@ async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runn
     """One running system (two workers, a gateway) shared by this module's tests."""
     tmp = tmp_path_factory.mktemp("system")
     sys_ = RunningSystem(env=isolated_env(uuid.uuid4().hex[:10], tmp), logs=tmp / "logs")
-    try:
+    async with cleaned_up(sys_):
         sys_.start("pipeline", "shipper")
         yield sys_
-    except BaseException:
-        print(sys_.log_tails())
-        raise
-    finally:
-        sys_.stop()
-        await drop_isolated_state(sys_.settings())
 
 
 async def _frames(url: str, question: str) -> list[dict[str, Any]]:
