@@ -12,11 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from infra.kafka.topics import delete_prefixed_topics
+from infra.cleanup import drop_isolated_state
 from infra.up import Child, wait_ready
-from streams.config import WorkerSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -75,18 +72,7 @@ class WorkerGroup:
             child.stop()
 
 
-async def drop_state(settings: WorkerSettings) -> None:
-    """Delete a benchmark's topics and collections."""
-    await delete_prefixed_topics(settings)
-    base = f"http://{settings.weaviate_host}:{settings.weaviate_http_port}/v1/schema"
-    async with httpx.AsyncClient(timeout=60) as http:
-        for name in (settings.weaviate_collection, f"{settings.weaviate_collection}Docs"):
-            await http.delete(f"{base}/{name}")
-        prefix = settings.elastic_index_prefix
-        if prefix != "aichat-events":  # a benchmark's own indices, never the default ones
-            await http.delete(f"{settings.elastic_url}/{prefix}-*")
-            for template in (prefix, f"{prefix}-logs", f"{prefix}-summaries"):
-                await http.delete(f"{settings.elastic_url}/_index_template/{template}")
+drop_state = drop_isolated_state  # a benchmark's run is isolated like a test's
 
 
 def machine_info() -> dict[str, Any]:

@@ -30,7 +30,6 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench.common import RESULTS, WorkerGroup, drop_state, machine_info, print_table
-from infra.elk.templates import render_index_templates
 from infra.kafka.topics import ensure_topics
 from schemas.codec import encode, pack_vector
 from schemas.events import (
@@ -136,10 +135,6 @@ async def one_run(base: WorkerSettings, n_events: int, bulk: int, logs: Path) ->
     finally:
         group.stop()
         await drop_state(settings)
-        async with httpx.AsyncClient(timeout=60) as http:
-            await http.delete(f"{settings.elastic_url}/{settings.elastic_index_prefix}-*")
-            for name in render_index_templates(settings):
-                await http.delete(f"{settings.elastic_url}/_index_template/{name}")
     assert first_at is not None
     seconds = done_at - first_at
     return {"events": len(recs), "bulk_size": bulk, "seconds": round(seconds, 1),

@@ -20,9 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
-
-from infra.kafka.topics import delete_prefixed_topics
+from infra.cleanup import drop_isolated_state
 from infra.up import Child, wait_ready
 from query_gateway.tokens import mint
 from streams.config import WorkerSettings
@@ -141,13 +139,3 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], *, timeout_s: flo
             return last
         await asyncio.sleep(0.5)
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
-
-
-async def drop_isolated_state(settings: WorkerSettings) -> None:
-    """Delete the test's topics, collection and indices (best effort, real services)."""
-    await delete_prefixed_topics(settings)
-    schema = f"http://{settings.weaviate_host}:{settings.weaviate_http_port}/v1/schema"
-    async with httpx.AsyncClient(timeout=10) as http:
-        for collection in (settings.weaviate_collection, f"{settings.weaviate_collection}Docs"):
-            await http.delete(f"{schema}/{collection}")
-        await http.delete(f"{settings.elastic_url}/{settings.elastic_index_prefix}-*")

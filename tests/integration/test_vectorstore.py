@@ -37,10 +37,10 @@ async def store(services: WorkerSettings, unique: str) -> AsyncIterator[Weaviate
     await s.start()
     yield s
     await s.stop()
+    schema = f"http://{settings.weaviate_host}:{settings.weaviate_http_port}/v1/schema"
     async with httpx.AsyncClient() as http:
-        await http.delete(
-            f"http://{settings.weaviate_host}:{settings.weaviate_http_port}/v1/schema/{settings.weaviate_collection}"
-        )
+        for collection in (settings.weaviate_collection, f"{settings.weaviate_collection}Docs"):
+            await http.delete(f"{schema}/{collection}")
 
 
 async def test_replayed_upserts_leave_one_object_per_chunk(store: WeaviateStore) -> None:
