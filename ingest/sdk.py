@@ -119,10 +119,11 @@ class DocumentPublisher:
     async def publish(self, event: DocumentEvent) -> None:
         """Send one document; returns once the broker acknowledged it."""
         try:
-            await self._producer.send_and_wait(self.topic, encode(event), key=event.doc_id.encode())
+            await self._producer.send_and_wait(self.topic, encode(event), key=event.kafka_key.encode())
         except KafkaError as exc:
             raise PublishFailed(f"{event.doc_id}: not acknowledged: {exc}") from exc
-        log.debug("published %s v%d", event.doc_id, event.version, extra={"doc_id": event.doc_id})
+        log.debug("published %s v%d", event.kafka_key, event.version,
+                  extra={"doc_id": event.doc_id, "tenant": event.tenant})
 
     async def publish_many(
         self, events: Events, *, window: int = DEFAULT_WINDOW
@@ -151,7 +152,7 @@ class DocumentPublisher:
     async def _send(self, event: DocumentEvent) -> asyncio.Future[Any] | PublishFailed:
         try:
             fut: asyncio.Future[Any] = await self._producer.send(
-                self.topic, encode(event), key=event.doc_id.encode()
+                self.topic, encode(event), key=event.kafka_key.encode()
             )
         except KafkaError as exc:
             return PublishFailed(f"{event.doc_id}: not sent: {exc}")
@@ -170,7 +171,8 @@ class DocumentPublisher:
             sent.add_done_callback(_discard)
             reason = f"no acknowledgement within {self._ack_timeout_s:.0f}s"
             return Delivery(event, PublishFailed(f"{event.doc_id}: {reason}"))
-        log.debug("published %s v%d", event.doc_id, event.version, extra={"doc_id": event.doc_id})
+        log.debug("published %s v%d", event.kafka_key, event.version,
+                  extra={"doc_id": event.doc_id, "tenant": event.tenant})
         return Delivery(event)
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 SCHEMA_VERSION: Literal[1] = 1
 
-#: namespace of deterministic chunk ids: uuid5(CHUNK_NAMESPACE, f"{doc_id}:{version}:{seq}")
+#: namespace of deterministic chunk ids: uuid5(CHUNK_NAMESPACE, f"{tenant}/{doc_id}:{version}:{seq}")
 CHUNK_NAMESPACE = uuid.UUID("6f1c1f5e-3c1e-4b5e-9a57-2b6f0c0a7e11")
 
 Scalar = str | int | float | bool
@@ -36,9 +36,24 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def chunk_uuid(doc_id: str, version: int, seq: int) -> str:
-    """Deterministic chunk id: a replayed chunk overwrites itself."""
-    return str(uuid.uuid5(CHUNK_NAMESPACE, f"{doc_id}:{version}:{seq}"))
+#: A document is (tenant, doc_id): two tenants may use the same doc_id.
+DocKey = tuple[str, str]
+
+
+def document_key(tenant: str, doc_id: str) -> str:
+    """The Kafka key of every event of one document: ``tenant/doc_id``.
+
+    A tenant name holds no ``/`` (``Tenant`` below), so the key is unambiguous; the
+    compacted ``documents`` topic keeps the newest event per (tenant, doc_id), and all
+    events of one document share a partition.
+    """
+    return f"{tenant}/{doc_id}"
+
+
+def chunk_uuid(tenant: str, doc_id: str, version: int, seq: int) -> str:
+    """Deterministic chunk id: a replayed chunk overwrites itself, and two tenants'
+    documents with the same ``doc_id`` never share an id."""
+    return str(uuid.uuid5(CHUNK_NAMESPACE, f"{document_key(tenant, doc_id)}:{version}:{seq}"))
 
 
 class Event(BaseModel):
@@ -57,8 +72,25 @@ class Event(BaseModel):
     produced_at: datetime = Field(default_factory=utc_now, description="UTC, RFC 3339")
 
 
-class DocumentEvent(Event):
-    """``documents`` topic, keyed by ``doc_id``, compacted: the source of truth."""
+class OfDocument:
+    """Mixin of the events that belong to one document: its identity and Kafka key."""
+
+    if TYPE_CHECKING:
+        tenant: str
+        doc_id: str
+
+    @property
+    def doc_key(self) -> DocKey:
+        return (self.tenant, self.doc_id)
+
+    @property
+    def kafka_key(self) -> str:
+        return document_key(self.tenant, self.doc_id)
+
+
+class DocumentEvent(Event, OfDocument):
+    """``documents`` topic, keyed by ``tenant/doc_id`` (:func:`document_key`), compacted:
+    the source of truth."""
 
     op: Literal["upsert", "delete"] = "upsert"
     doc_id: DocId
@@ -77,8 +109,8 @@ class DocumentEvent(Event):
     )
 
 
-class ChunkEvent(Event):
-    """``chunks`` topic, keyed by ``doc_id``.
+class ChunkEvent(Event, OfDocument):
+    """``chunks`` topic, keyed by ``tenant/doc_id``.
 
     ``op="delete"`` is the document's delete, and ``op="unchanged"`` a new version
     with the indexed content, travelling in order behind the document's earlier
@@ -121,8 +153,8 @@ class EmbeddedChunk(ChunkEvent):
     model: str = ""
 
 
-class DocumentIndexed(Event):
-    """``indexed`` topic, keyed by ``doc_id``: one per document version the indexer finished.
+class DocumentIndexed(Event, OfDocument):
+    """``indexed`` topic, keyed by ``tenant/doc_id``: one per document version the indexer finished.
 
     ``outcome``: ``indexed`` (searchable now, older versions removed), ``deleted``,
     ``stale`` (a newer version was already indexed: ignored), ``unchanged`` (same
@@ -225,14 +257,22 @@ class AnswerEvent(Event):
 
 
 class DeadLetter(Event):
-    """``dlq`` topic: an input that could not be processed, and why."""
+    """``dlq`` topic: an input that could not be processed, and why.
+
+    It keeps bounded prefixes of the record (the record itself stays in its topic by
+    retention, at the offset given), with the sizes and a hash to find and compare it.
+    """
 
     topic: str
     partition: int
     offset: int
-    key: str | None = Field(None, description="original key, UTF-8 (invalid bytes replaced)")
+    key: str | None = Field(None, description="original key, UTF-8 (invalid bytes replaced), cut at 1 KiB")
+    key_truncated: bool = False
+    key_bytes: int = Field(0, ge=0, description="size of the original key")
     value: str = Field(description="original value, UTF-8 (invalid bytes replaced), cut at 64 KiB")
     value_truncated: bool = False
+    value_bytes: int = Field(0, ge=0, description="size of the original value")
+    value_sha256: str = Field("", description="sha256 hex of the original value")
     agent: str
     error_type: str
     message: str

@@ -6,6 +6,7 @@
     aichat gateway                 the websocket gateway
     aichat ingest PATH…            publish documents
     aichat ask "question"          ask over the websocket and print the streamed answer
+    aichat rebuild                 drop the vector index and re-index it from documents
 
 Settings come from ``AICHAT_*`` environment variables and ``.env`` (streams/config.py);
 logging is configured here, once, for the whole process.
@@ -39,6 +40,7 @@ def _up(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from infra import cli as infra_cli
+    from infra import rebuild
     from infra.elk import cli as elk_cli
     from ingest import cli as ingest_cli
     from query_gateway import cli as gateway_cli
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=_worker)
 
     infra_cli.register(sub)
+    rebuild.register(sub)
     elk_cli.register(sub)
     ingest_cli.register(sub)
     gateway_cli.register(sub)

@@ -1,7 +1,9 @@
 """The indexer's record of each document: which version is in the index, and its content.
 
 One small Weaviate collection (``<collection>Docs``) beside the chunks, one object
-per document (id ``uuid5(doc_id)``), written only by the indexer. It is what lets
+per document (id ``uuid5(tenant/doc_id)``), written only by the indexer. A document
+is ``(tenant, doc_id)``: two tenants' documents with the same ``doc_id`` have two
+states. It is what lets
 versions win over arrival order (an older version, or one older than a delete, is
 *stale*) and what lets the chunker skip re-embedding unchanged content.
 """
@@ -18,7 +20,9 @@ from weaviate.classes.data import DataObject
 from weaviate.classes.query import Filter
 from weaviate.exceptions import WeaviateBaseError
 
-from streams.errors import DependencyUnavailable, EffectFailed
+from schemas.events import DocKey, document_key
+from streams.errors import DependencyUnavailable
+from streams.weaviate_errors import insert_failed, refused_objects
 
 DOC_NAMESPACE = uuid.UUID("0b0c4f5e-7d3a-4f61-9f0e-3d2a4c8b9e21")
 DocStatus = Literal["indexed", "deleted"]
@@ -39,8 +43,8 @@ DOCS_DEFINITION: dict[str, Any] = {
 }
 
 
-def doc_uuid(doc_id: str) -> str:
-    return str(uuid.uuid5(DOC_NAMESPACE, doc_id))
+def doc_uuid(tenant: str, doc_id: str) -> str:
+    return str(uuid.uuid5(DOC_NAMESPACE, document_key(tenant, doc_id)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,10 @@ class DocState:
     n_chunks: int
     indexed_at: datetime
 
+    @property
+    def key(self) -> DocKey:
+        return (self.tenant, self.doc_id)
+
     def supersedes(self, version: int) -> bool:
         """True when an event of ``version`` is stale against this state.
 
@@ -63,7 +71,7 @@ class DocState:
 
     def to_object(self) -> DataObject[dict[str, Any], None]:
         return DataObject(
-            uuid=doc_uuid(self.doc_id),
+            uuid=doc_uuid(self.tenant, self.doc_id),
             properties={
                 "doc_id": self.doc_id,
                 "tenant": self.tenant,
@@ -94,8 +102,9 @@ class DocRegistry:
     def __init__(self, collection: Any) -> None:
         self._collection = collection
 
-    async def get(self, doc_ids: Iterable[str]) -> dict[str, DocState]:
-        ids = sorted({doc_uuid(d) for d in doc_ids})
+    async def get(self, keys: Iterable[DocKey]) -> dict[DocKey, DocState]:
+        """The states of these documents that exist, by (tenant, doc_id)."""
+        ids = sorted({doc_uuid(tenant, doc_id) for tenant, doc_id in keys})
         if not ids:
             return {}
         try:
@@ -105,7 +114,7 @@ class DocRegistry:
         except WeaviateBaseError as exc:
             raise DependencyUnavailable(f"Weaviate: cannot read document states: {exc}") from exc
         states = (DocState.from_properties(dict(o.properties)) for o in result.objects)
-        return {s.doc_id: s for s in states}
+        return {s.key: s for s in states}
 
     async def put(self, states: Sequence[DocState]) -> None:
         if not states:
@@ -113,7 +122,11 @@ class DocRegistry:
         try:
             result = await self._collection.data.insert_many([s.to_object() for s in states])
         except WeaviateBaseError as exc:
-            raise DependencyUnavailable(f"Weaviate: cannot write document states: {exc}") from exc
+            raise insert_failed(exc, len(states), _state_named(states[0])) from exc
         if result.has_errors:
-            index, error = next(iter(result.errors.items()))
-            raise EffectFailed(f"document state of {states[index].doc_id} refused: {error.message}")
+            raise refused_objects([e.message for e in result.errors.values()], len(states),
+                                  _state_named(states[min(result.errors)]))
+
+
+def _state_named(state: DocState) -> str:
+    return f"document state {state.tenant}/{state.doc_id} v{state.version}"

@@ -22,6 +22,7 @@ import orjson
 CORRELATION_FIELDS = {
     "trace_id": ("trace", "id"),
     "doc_id": ("aichat", "doc_id"),
+    "tenant": ("aichat", "tenant"),
     "query_id": ("aichat", "query_id"),
     "chunk_id": ("aichat", "chunk_id"),
     "topic": ("aichat", "topic"),

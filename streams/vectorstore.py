@@ -33,6 +33,7 @@ from streams.config import WeaviateSettings
 from streams.docstate import DOCS_DEFINITION, DocRegistry
 from streams.errors import DependencyUnavailable, EffectFailed
 from streams.generation import Passage
+from streams.weaviate_errors import insert_failed, refused_objects
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,43 @@ def build_filter(tenant: str, filters: Mapping[str, Scalar] | None) -> Any:
         else:
             clause = clause & Filter.by_property(meta_property(key)).equal(_meta_text(value))
     return clause
+
+
+def _chunk_objects(items: Sequence[ChunkVector]) -> list[DataObject[dict[str, Any], None]]:
+    """The Weaviate objects of embedded chunks."""
+    return [
+        DataObject(
+            uuid=item.chunk.chunk_id,
+            vector=list(item.vector),
+            properties={
+                "doc_id": item.chunk.doc_id,
+                "tenant": item.chunk.tenant,
+                "version": item.chunk.version,
+                "seq": item.chunk.seq,
+                "n_chunks": item.chunk.n_chunks,
+                "title": item.chunk.title,
+                "text": item.chunk.text,
+                "text_ko": hangul_only(item.chunk.title, item.chunk.text),
+                "char_start": item.chunk.char_start,
+                "char_end": item.chunk.char_end,
+                "source_uri": item.chunk.source_uri,
+                "trace_id": item.chunk.trace_id,
+                "metadata_json": orjson.dumps(item.chunk.metadata).decode(),
+                **{meta_property(k): _meta_text(v) for k, v in item.chunk.metadata.items()},
+            },
+        )
+        for item in items
+    ]
+
+
+def _document_filter(tenant: str, doc_id: str) -> Any:
+    return Filter.by_property("tenant").equal(tenant) & Filter.by_property("doc_id").equal(doc_id)
+
+
+def _chunk_named(obj: DataObject[Any, Any]) -> str:
+    props = obj.properties or {}
+    return (f"chunk {props.get('tenant')}/{props.get('doc_id')} v{props.get('version')} "
+            f"#{props.get('seq')} (id {obj.uuid})")
 
 
 def _meta_text(value: Scalar) -> str:
@@ -223,10 +261,14 @@ class WeaviateStore:
     def registry(self) -> DocRegistry:
         return DocRegistry(self._use(self.docs_collection_name))
 
-    async def delete_chunks(self, doc_id: str, *, versions_below: int | None = None,
+    async def delete_chunks(self, tenant: str, doc_id: str, *, versions_below: int | None = None,
                             versions_up_to: int | None = None) -> int:
-        """Delete a document's chunks of older versions (or all up to one); return how many."""
-        where = Filter.by_property("doc_id").equal(doc_id)
+        """Delete a document's chunks of older versions (or all up to one); return how many.
+
+        The document is (tenant, doc_id): another tenant's document with the same id is
+        never touched.
+        """
+        where = _document_filter(tenant, doc_id)
         if versions_below is not None:
             where = where & Filter.by_property("version").less_than(versions_below)
         if versions_up_to is not None:
@@ -236,11 +278,11 @@ class WeaviateStore:
         except WeaviateBaseError as exc:
             raise DependencyUnavailable(f"Weaviate delete failed: {exc}") from exc
         if result.failed:
-            raise DependencyUnavailable(f"Weaviate failed to delete {result.failed} chunks of {doc_id}")
+            raise DependencyUnavailable(f"Weaviate failed to delete {result.failed} chunks of {tenant}/{doc_id}")
         return int(result.successful)
 
-    async def count_chunks(self, doc_id: str, version: int | None = None) -> int:
-        where = Filter.by_property("doc_id").equal(doc_id)
+    async def count_chunks(self, tenant: str, doc_id: str, version: int | None = None) -> int:
+        where = _document_filter(tenant, doc_id)
         if version is not None:
             where = where & Filter.by_property("version").equal(version)
         result = await self._collection.aggregate.over_all(total_count=True, filters=where)
@@ -248,41 +290,17 @@ class WeaviateStore:
 
     async def upsert(self, items: Sequence[ChunkVector]) -> None:
         await self._ensure_meta_properties({k for item in items for k in item.chunk.metadata})
-        objects = [
-            DataObject(
-                uuid=item.chunk.chunk_id,
-                vector=list(item.vector),
-                properties={
-                    "doc_id": item.chunk.doc_id,
-                    "tenant": item.chunk.tenant,
-                    "version": item.chunk.version,
-                    "seq": item.chunk.seq,
-                    "n_chunks": item.chunk.n_chunks,
-                    "title": item.chunk.title,
-                    "text": item.chunk.text,
-                    "text_ko": hangul_only(item.chunk.title, item.chunk.text),
-                    "char_start": item.chunk.char_start,
-                    "char_end": item.chunk.char_end,
-                    "source_uri": item.chunk.source_uri,
-                    "trace_id": item.chunk.trace_id,
-                    "metadata_json": orjson.dumps(item.chunk.metadata).decode(),
-                    **{meta_property(k): _meta_text(v) for k, v in item.chunk.metadata.items()},
-                },
-            )
-            for item in items
-        ]
+        objects = _chunk_objects(items)
         try:
             result = await self._collection.data.insert_many(objects)
         except WeaviateConnectionError as exc:
             raise DependencyUnavailable(f"Weaviate unreachable: {exc}") from exc
         except WeaviateBaseError as exc:
-            raise DependencyUnavailable(f"Weaviate batch failed: {exc}") from exc
+            raise insert_failed(exc, len(objects), _chunk_named(objects[0])) from exc
         if result.has_errors:
-            first_index, first = next(iter(result.errors.items()))
-            raise EffectFailed(
-                f"{len(result.errors)} of {len(objects)} objects failed; "
-                f"first (chunk {objects[first_index].uuid}): {first.message}"
-            )
+            first = objects[min(result.errors)]
+            raise refused_objects([e.message for e in result.errors.values()], len(objects),
+                                  _chunk_named(first))
 
     async def hybrid_search(
         self,

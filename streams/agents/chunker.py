@@ -22,7 +22,7 @@ from collections import OrderedDict
 import faust
 
 from schemas.errors import InvalidEvent
-from schemas.events import ChunkEvent, DocumentEvent, chunk_uuid
+from schemas.events import ChunkEvent, DocKey, DocumentEvent, chunk_uuid
 from streams.chunking import TokenCounter, chunk_document, load_token_counter
 from streams.context import AgentContext
 from streams.docstate import DocState
@@ -51,7 +51,7 @@ def make_chunks(
     return [
         ChunkEvent(
             trace_id=doc.trace_id,
-            chunk_id=chunk_uuid(doc.doc_id, doc.version, piece.seq),
+            chunk_id=chunk_uuid(doc.tenant, doc.doc_id, doc.version, piece.seq),
             doc_id=doc.doc_id,
             tenant=doc.tenant,
             version=doc.version,
@@ -78,7 +78,7 @@ def _with_heading(doc: DocumentEvent, heading_path: tuple[str, ...]) -> dict[str
 
 def marker(doc: DocumentEvent, op: str) -> ChunkEvent:
     return ChunkEvent(
-        op=op, trace_id=doc.trace_id, chunk_id=chunk_uuid(doc.doc_id, doc.version, 0),
+        op=op, trace_id=doc.trace_id, chunk_id=chunk_uuid(doc.tenant, doc.doc_id, doc.version, 0),
         doc_id=doc.doc_id, tenant=doc.tenant, version=doc.version, seq=0, n_chunks=0,
         title=doc.title, source_uri=doc.source_uri, content_hash=doc.content_hash,
         published_at=doc.produced_at,
@@ -103,11 +103,11 @@ def register(app: faust.App, ctx: AgentContext) -> None:
     settings, store = ctx.settings, ctx.store
     assert store is not None, "the chunker needs Weaviate (document states)"
     counter = load_token_counter(settings.embed_model)  # the tokenizer only, no model weights
-    forwarded: OrderedDict[str, int] = OrderedDict()
+    forwarded: OrderedDict[DocKey, int] = OrderedDict()
 
-    def remember(doc_id: str, version: int) -> None:
-        forwarded[doc_id] = version
-        forwarded.move_to_end(doc_id)
+    def remember(key: DocKey, version: int) -> None:
+        forwarded[key] = version
+        forwarded.move_to_end(key)
         if len(forwarded) > FORWARDED_MEMORY:
             forwarded.popitem(last=False)
 
@@ -121,19 +121,19 @@ def register(app: faust.App, ctx: AgentContext) -> None:
         return chunk(doc)
 
     async def handle(batch: list[tuple[Incoming, DocumentEvent]]) -> None:
-        states = await store.registry.get(doc.doc_id for _, doc in batch)
+        states = await store.registry.get(doc.doc_key for _, doc in batch)
         futures = []
         for _, doc in batch:
             if doc.op == "delete":
                 out = [marker(doc, "delete")]
-            elif is_unchanged(doc, states.get(doc.doc_id), forwarded.get(doc.doc_id)):
+            elif is_unchanged(doc, states.get(doc.doc_key), forwarded.get(doc.doc_key)):
                 out = [marker(doc, "unchanged")]
             else:
                 out = await chunks_of(doc)
-            futures.extend([await ctx.send(AGENT, ctx.topics.chunks, doc.doc_id, c) for c in out])
-            remember(doc.doc_id, doc.version)
-            log.debug("%s v%d → %d chunk events (%s)", doc.doc_id, doc.version, len(out), out[0].op,
-                      extra={"doc_id": doc.doc_id, "trace_id": doc.trace_id})
+            futures.extend([await ctx.send(AGENT, ctx.topics.chunks, doc.kafka_key, c) for c in out])
+            remember(doc.doc_key, doc.version)
+            log.debug("%s v%d → %d chunk events (%s)", doc.kafka_key, doc.version, len(out), out[0].op,
+                      extra={"doc_id": doc.doc_id, "tenant": doc.tenant, "trace_id": doc.trace_id})
         await ctx.delivered(futures)
 
     body = batch_agent(ctx, AGENT, decoder(DocumentEvent), handle,

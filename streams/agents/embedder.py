@@ -34,7 +34,7 @@ def register(app: faust.App, ctx: AgentContext) -> None:
             fields = chunk.model_dump(exclude={"event_id", "produced_at"})
             if chunk.op == "upsert":
                 fields.update(vector=pack_vector(next(vectors)), dim=embedder.dim, model=embedder.model_name)
-            futures.append(await ctx.send(AGENT, ctx.topics.embeddings, chunk.doc_id, EmbeddedChunk(**fields)))
+            futures.append(await ctx.send(AGENT, ctx.topics.embeddings, chunk.kafka_key, EmbeddedChunk(**fields)))
         await ctx.delivered(futures)
 
     s = ctx.settings

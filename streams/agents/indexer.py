@@ -27,7 +27,7 @@ from typing import Literal
 import faust
 
 from schemas.codec import unpack_vector
-from schemas.events import DocumentIndexed, EmbeddedChunk
+from schemas.events import DocKey, DocumentIndexed, EmbeddedChunk
 from streams.context import AgentContext
 from streams.docstate import DocState
 from streams.errors import EffectFailed
@@ -56,14 +56,18 @@ class Plan:
 
 def plan_batch(
     batch: Sequence[tuple[Incoming | None, EmbeddedChunk]],
-    states: dict[str, DocState],
+    states: dict[DocKey, DocState],
     now: datetime,
 ) -> Plan:
-    """Decide what each event does, given the documents' states before the batch (pure)."""
+    """Decide what each event does, given the documents' states before the batch (pure).
+
+    States are keyed by (tenant, doc_id): one tenant's versions never make another
+    tenant's document with the same ``doc_id`` stale.
+    """
     plan = Plan()
     current = dict(states)
     for msg, chunk in batch:
-        state = current.get(chunk.doc_id)
+        state = current.get(chunk.doc_key)
         last = chunk.op != "upsert" or chunk.seq == chunk.n_chunks - 1
         if state is not None and state.supersedes(chunk.version):
             if last:
@@ -73,13 +77,13 @@ def plan_batch(
             plan.upserts.append((chunk, msg))
             if last:
                 plan.finished.append(Finish("indexed", chunk, msg))
-                current[chunk.doc_id] = _state(chunk, "indexed", now)
+                current[chunk.doc_key] = _state(chunk, "indexed", now)
         elif chunk.op == "delete":
             plan.finished.append(Finish("deleted", chunk, msg))
-            current[chunk.doc_id] = _state(chunk, "deleted", now)
+            current[chunk.doc_key] = _state(chunk, "deleted", now)
         elif state is not None and state.status == "indexed" and state.content_hash == chunk.content_hash:
             plan.finished.append(Finish("unchanged", chunk, msg))
-            current[chunk.doc_id] = replace(state, version=chunk.version, indexed_at=now)
+            current[chunk.doc_key] = replace(state, version=chunk.version, indexed_at=now)
         else:
             plan.rejected.append(
                 (msg, f"version {chunk.version} of {chunk.doc_id} was marked unchanged, but the "
@@ -102,36 +106,37 @@ def register(app: faust.App, ctx: AgentContext) -> None:
 
     async def handle(batch: list[tuple[Incoming, EmbeddedChunk]]) -> None:
         now = datetime.now(UTC)
-        states = await store.registry.get(chunk.doc_id for _, chunk in batch)
+        states = await store.registry.get(chunk.doc_key for _, chunk in batch)
         plan = plan_batch(batch, states, now)
         if plan.upserts:
             items = [ChunkVector(c, unpack_vector(c.vector, c.dim).tolist()) for c, _ in plan.upserts]
             with UPSERT_SECONDS.time():
                 await store.upsert(items)
-        new_states: dict[str, DocState] = {}
+        new_states: dict[DocKey, DocState] = {}
         acks = []
         for finish in plan.finished:
             chunk = finish.chunk
             removed = 0
             if finish.outcome == "indexed":
-                removed = await store.delete_chunks(chunk.doc_id, versions_below=chunk.version)
-                new_states[chunk.doc_id] = _state(chunk, "indexed", now)
+                removed = await store.delete_chunks(*chunk.doc_key, versions_below=chunk.version)
+                new_states[chunk.doc_key] = _state(chunk, "indexed", now)
             elif finish.outcome == "deleted":
-                removed = await store.delete_chunks(chunk.doc_id, versions_up_to=chunk.version)
-                new_states[chunk.doc_id] = _state(chunk, "deleted", now)
+                removed = await store.delete_chunks(*chunk.doc_key, versions_up_to=chunk.version)
+                new_states[chunk.doc_key] = _state(chunk, "deleted", now)
             elif finish.outcome == "unchanged":
-                before = new_states.get(chunk.doc_id) or states[chunk.doc_id]
-                new_states[chunk.doc_id] = replace(before, version=chunk.version, indexed_at=now)
+                before = new_states.get(chunk.doc_key) or states[chunk.doc_key]
+                new_states[chunk.doc_key] = replace(before, version=chunk.version, indexed_at=now)
             acks.append(_ack(finish, removed))
         await store.registry.put(list(new_states.values()))
-        futures = [await ctx.send(AGENT, ctx.topics.indexed, a.doc_id, a) for a in acks]
+        futures = [await ctx.send(AGENT, ctx.topics.indexed, a.kafka_key, a) for a in acks]
         await ctx.delivered(futures)
         for ack in acks:
             if ack.freshness_ms is not None and ack.outcome != "stale":
                 FRESHNESS_SECONDS.observe(ack.freshness_ms / 1000)
             log.info(
-                "%s %s v%d (%d chunks, %d old removed)", ack.outcome, ack.doc_id, ack.version,
-                ack.n_chunks, ack.removed_chunks, extra={"doc_id": ack.doc_id, "trace_id": ack.trace_id},
+                "%s %s v%d (%d chunks, %d old removed)", ack.outcome, ack.kafka_key, ack.version,
+                ack.n_chunks, ack.removed_chunks,
+                extra={"doc_id": ack.doc_id, "tenant": ack.tenant, "trace_id": ack.trace_id},
             )
         for msg, reason in plan.rejected:
             if msg is not None:

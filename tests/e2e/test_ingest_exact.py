@@ -1,6 +1,7 @@
 """Exact ingestion on the real Kafka and Weaviate, through real worker processes:
 updates replace, deletes remove, versions win over arrival order, replays change
-nothing, and neither Weaviate going away nor a SIGKILLed worker loses a chunk."""
+nothing, two tenants' documents with the same doc_id never touch each other, and
+neither Weaviate going away nor a SIGKILLed worker loses a chunk."""
 
 from __future__ import annotations
 
@@ -21,14 +22,17 @@ from ingest.sdk import DocumentPublisher
 from schemas.codec import decode, encode
 from schemas.events import DocumentEvent, DocumentIndexed
 from streams.config import load_settings
+from streams.docstate import DocState
 from streams.vectorstore import WeaviateStore
 from tests.support import RunningSystem, cleaned_up, eventually, isolated_env
 
 LONG = " ".join(f"Sentence {i} talks about the topic of exact updates in streaming pipelines." for i in range(60))
 
 
-def doc(doc_id: str, version: int, text: str, *, op: str = "upsert", title: str = "") -> DocumentEvent:
-    return DocumentEvent(op=op, doc_id=doc_id, version=version, title=title or doc_id, text=text,
+def doc(doc_id: str, version: int, text: str, *, op: str = "upsert", title: str = "",
+        tenant: str = "default") -> DocumentEvent:
+    return DocumentEvent(op=op, doc_id=doc_id, tenant=tenant, version=version, title=title or doc_id,
+                         text=text,
                          content_hash=content_hash(title or doc_id, text, {}) if op == "upsert" else "")
 
 
@@ -55,23 +59,28 @@ async def publish(system: RunningSystem, *events: DocumentEvent) -> None:
             await publisher.publish(event)
 
 
-async def indexed_state(store: WeaviateStore, doc_id: str, version: int, status: str = "indexed") -> None:
+async def indexed_state(store: WeaviateStore, doc_id: str, version: int, status: str = "indexed",
+                        *, tenant: str = "default") -> None:
     async def reached() -> bool:
-        state = (await store.registry.get([doc_id])).get(doc_id)
+        state = (await store.registry.get([(tenant, doc_id)])).get((tenant, doc_id))
         return state is not None and state.version == version and state.status == status
 
-    await eventually(reached, timeout_s=90, what=f"{doc_id} {status} at v{version}")
+    await eventually(reached, timeout_s=90, what=f"{tenant}/{doc_id} {status} at v{version}")
+
+
+async def state_of(store: WeaviateStore, doc_id: str, tenant: str = "default") -> DocState:
+    return (await store.registry.get([(tenant, doc_id)]))[(tenant, doc_id)]
 
 
 async def test_an_update_replaces_exactly_the_old_chunks(system: RunningSystem, store: WeaviateStore) -> None:
     await publish(system, doc("upd", 1, LONG))
     await indexed_state(store, "upd", 1)
-    v1_chunks = await store.count_chunks("upd", 1)
+    v1_chunks = await store.count_chunks("default", "upd", 1)
     assert v1_chunks > 1
     await publish(system, doc("upd", 2, "A short replacement text."))
     await indexed_state(store, "upd", 2)
-    assert await store.count_chunks("upd") == 1
-    assert await store.count_chunks("upd", 2) == 1
+    assert await store.count_chunks("default", "upd") == 1
+    assert await store.count_chunks("default", "upd", 2) == 1
 
 
 async def test_a_delete_removes_every_chunk(system: RunningSystem, store: WeaviateStore) -> None:
@@ -79,7 +88,7 @@ async def test_a_delete_removes_every_chunk(system: RunningSystem, store: Weavia
     await indexed_state(store, "del", 1)
     await publish(system, doc("del", 2, "", op="delete"))
     await indexed_state(store, "del", 2, "deleted")
-    assert await store.count_chunks("del") == 0
+    assert await store.count_chunks("default", "del") == 0
 
 
 async def test_an_older_version_never_overwrites_a_newer_one(system: RunningSystem, store: WeaviateStore) -> None:
@@ -88,10 +97,10 @@ async def test_an_older_version_never_overwrites_a_newer_one(system: RunningSyst
     await publish(system, doc("ooo", 3, "An older text, version three, published late."),
                   doc("ooo", 4, "", op="delete"))
     await acks_include(system, "ooo", {(3, "stale"), (4, "stale")})
-    state = (await store.registry.get(["ooo"]))["ooo"]
+    state = await state_of(store, "ooo")
     assert (state.version, state.status) == (5, "indexed")
-    assert await store.count_chunks("ooo", 5) == 1
-    assert await store.count_chunks("ooo") == 1
+    assert await store.count_chunks("default", "ooo", 5) == 1
+    assert await store.count_chunks("default", "ooo") == 1
 
 
 async def test_replaying_the_same_events_leaves_the_same_objects(system: RunningSystem, store: WeaviateStore) -> None:
@@ -105,12 +114,31 @@ async def test_replaying_the_same_events_leaves_the_same_objects(system: Running
     await producer.start()
     try:
         for e in events:
-            await producer.send_and_wait(system.settings().topic("documents"), encode(e), key=e.doc_id.encode())
+            await producer.send_and_wait(system.settings().topic("documents"), encode(e), key=e.kafka_key.encode())
     finally:
         await producer.stop()
     for e in events:  # each version is acknowledged once per delivery of its last chunk
         await eventually(lambda d=e.doc_id: _count_acks(system, d, 2), timeout_s=60, what=f"second ack of {e.doc_id}")
     assert await store.count() == before
+
+
+async def test_two_tenants_with_the_same_doc_id_are_two_documents(
+    system: RunningSystem, store: WeaviateStore
+) -> None:
+    """JSON Lines ids like "1" collide across tenants: versions, updates and deletes stay apart."""
+    await publish(system, doc("1", 7, "Acme's first record, version seven.", tenant="acme"),
+                  doc("1", 2, "Globex's first record, version two.", tenant="globex"))
+    await indexed_state(store, "1", 7, tenant="acme")
+    await indexed_state(store, "1", 2, tenant="globex")  # acme's v7 does not make it stale
+    assert await store.count_chunks("acme", "1") == 1
+    assert await store.count_chunks("globex", "1") == 1
+    hits = await store.hybrid_search("first record", [0.0] * 384, tenant="acme", top_k=5, alpha=0.0)
+    assert [h.text for h in hits] == ["Acme's first record, version seven."]
+    await publish(system, doc("1", 3, "", op="delete", tenant="globex"))
+    await indexed_state(store, "1", 3, "deleted", tenant="globex")
+    assert await store.count_chunks("globex", "1") == 0
+    assert await store.count_chunks("acme", "1") == 1  # globex's delete left acme's document alone
+    assert (await state_of(store, "1", "acme")).version == 7
 
 
 async def test_unchanged_content_is_not_embedded_again(system: RunningSystem, store: WeaviateStore) -> None:
@@ -120,7 +148,7 @@ async def test_unchanged_content_is_not_embedded_again(system: RunningSystem, st
     await publish(system, doc("same", 2, text))
     await indexed_state(store, "same", 2)
     await acks_include(system, "same", {(1, "indexed"), (2, "unchanged")})
-    assert await store.count_chunks("same", 1) == 1  # the indexed chunks stay, version 2 points at them
+    assert await store.count_chunks("default", "same", 1) == 1  # the indexed chunks stay, version 2 points at them
 
 
 async def test_a_korean_markdown_document_is_found_by_a_korean_keyword(system: RunningSystem, store: WeaviateStore) -> None:
@@ -175,7 +203,7 @@ async def test_weaviate_down_during_ingest_loses_nothing(system: RunningSystem, 
     await store.start()
     for e in events:
         await indexed_state(store, e.doc_id, 1)
-    assert sum([await store.count_chunks(e.doc_id) for e in events]) == len(events)
+    assert sum([await store.count_chunks("default", e.doc_id) for e in events]) == len(events)
 
 
 async def test_sigkill_mid_stream_then_restart_leaves_every_chunk_exactly_once(
@@ -190,8 +218,8 @@ async def test_sigkill_mid_stream_then_restart_leaves_every_chunk_exactly_once(
     worker.start(env={**os.environ, **system.env})
     for e in events:
         await indexed_state(store, e.doc_id, 1)
-    per_doc = {e.doc_id: await store.count_chunks(e.doc_id) for e in events}
-    expected = (await store.registry.get([events[0].doc_id]))[events[0].doc_id].n_chunks
+    per_doc = {e.doc_id: await store.count_chunks("default", e.doc_id) for e in events}
+    expected = (await state_of(store, events[0].doc_id)).n_chunks
     assert set(per_doc.values()) == {expected}
 
 
@@ -212,5 +240,5 @@ async def test_sigterm_under_load_exits_within_30s_and_loses_nothing(
     worker.start(env={**os.environ, **system.env})
     for e in events:
         await indexed_state(store, e.doc_id, 1)
-    expected = (await store.registry.get([events[0].doc_id]))[events[0].doc_id].n_chunks
-    assert {await store.count_chunks(e.doc_id) for e in events} == {expected}
+    expected = (await state_of(store, events[0].doc_id)).n_chunks
+    assert {await store.count_chunks("default", e.doc_id) for e in events} == {expected}

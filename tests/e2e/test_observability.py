@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infra import stack
 from infra.config import StackSettings
-from infra.elk.kibana import DOC_PLACEHOLDER, QUERY_PLACEHOLDER, build_objects
+from infra.elk.kibana import DOC_PLACEHOLDER, QUERY_PLACEHOLDER, TENANT_PLACEHOLDER, build_objects
 from infra.elk.kibana.queries import search_request
 from infra.grafana import build_dashboard
 from infra.prometheus import (
@@ -119,7 +119,7 @@ async def test_a_questions_journey_query_answers_summary_and_logs(system: Runnin
 
 async def test_a_documents_journey_from_publish_to_searchable(system: RunningSystem) -> None:
     async def journey() -> list[Hit] | None:
-        hits = await _run_search(system, "aichat-document-journey", {DOC_PLACEHOLDER: "handbook/parking"})
+        hits = await _run_search(system, "aichat-document-journey", {DOC_PLACEHOLDER: "handbook/parking", TENANT_PLACEHOLDER: "default"})
         wanted = {"aichat.documents", "aichat.chunks", "aichat.embeddings", "aichat.indexed", "aichat.logs"}
         return hits if wanted <= set(_datasets(hits)) else None
 
@@ -274,7 +274,7 @@ async def test_elasticsearch_down_during_traffic_every_event_arrives_exactly_onc
     summary = next(h for h in hits if h["event"]["dataset"] == "aichat.summary")["aichat"]
     assert summary["outcome"] == "done"
     assert summary["answer"] == "".join(f["delta"] for f in frames if f["type"] == "token")
-    docs = await _run_search(system, "aichat-document-journey", {DOC_PLACEHOLDER: "outage/7"})
+    docs = await _run_search(system, "aichat-document-journey", {DOC_PLACEHOLDER: "outage/7", TENANT_PLACEHOLDER: "default"})
     assert {"aichat.documents", "aichat.indexed"} <= set(_datasets(docs))
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from infra.elk.kibana import DOC_PLACEHOLDER, QUERY_PLACEHOLDER, build_objects
+from infra.elk.kibana import DOC_PLACEHOLDER, QUERY_PLACEHOLDER, TENANT_PLACEHOLDER, build_objects
 from infra.elk.kibana.queries import search_request, vis_request
 from infra.elk.templates import render_index_templates
 from query_gateway.events import QueryCancelled
@@ -95,17 +95,17 @@ def _question(query_id: str, total_ms: float, *, fail: bool = False) -> tuple[Ev
     return query, answers
 
 
-def _document_events(doc_id: str) -> list[tuple[str, Event]]:
-    doc = DocumentEvent(doc_id=doc_id, version=2, title="Vacation policy", text="25 days.",
-                        metadata={"team": "hr", "pages": 3})
-    chunk = ChunkEvent(chunk_id="c-1", doc_id=doc_id, version=2, seq=0, n_chunks=1,
+def _document_events(doc_id: str, tenant: str = "default") -> list[tuple[str, Event]]:
+    doc = DocumentEvent(doc_id=doc_id, tenant=tenant, version=2, title="Vacation policy",
+                        text="25 days.", metadata={"team": "hr", "pages": 3})
+    chunk = ChunkEvent(chunk_id="c-1", doc_id=doc_id, tenant=tenant, version=2, seq=0, n_chunks=1,
                        text="25 days.", char_end=8, trace_id=doc.trace_id)
     return [
         ("documents", doc),
         ("chunks", chunk),
         ("embeddings", EmbeddedChunk(**chunk.model_dump(), vector=pack_vector(np.array([0.5, 0.5])), dim=2,
                                      model="m")),
-        ("indexed", DocumentIndexed(doc_id=doc_id, version=2, outcome="indexed", n_chunks=1,
+        ("indexed", DocumentIndexed(doc_id=doc_id, tenant=tenant, version=2, outcome="indexed", n_chunks=1,
                                     freshness_ms=420.0, trace_id=doc.trace_id)),
     ]
 
@@ -170,19 +170,25 @@ async def test_replays_neither_duplicate_events_nor_change_summaries(sink: Elast
 async def test_a_documents_journey_from_publish_to_searchable(sink: ElasticSink) -> None:
     prefix = sink.settings.elastic_index_prefix
     topics = Topics(prefix)
-    docs = [topics.record(dataset, event, "handbook/vacation")
-            for dataset, event in _document_events("handbook/vacation")]
-    docs += [topics.record(d, e, "handbook/other") for d, e in _document_events("handbook/other")]
+    docs = [topics.record(dataset, event, "acme/handbook/vacation")
+            for dataset, event in _document_events("handbook/vacation", "acme")]
+    docs += [topics.record(d, e, "acme/handbook/other")
+             for d, e in _document_events("handbook/other", "acme")]
+    # another tenant's document with the same doc_id is another document
+    docs += [topics.record(d, e, "globex/handbook/vacation")
+             for d, e in _document_events("handbook/vacation", "globex")]
     docs.append(topics.record("dlq", DeadLetter(topic="x.documents", partition=0, offset=9,
-                                                key="handbook/vacation", value="{bad",
+                                                key="acme/handbook/vacation", value="{bad",
                                                 agent="chunker", error_type="InvalidEvent",
-                                                message="not JSON"), "handbook/vacation"))
+                                                message="not JSON"), "acme/handbook/vacation"))
     docs.append(topics.record("logs", _log_line("indexed handbook/vacation v2", service="aichat-pipeline",
-                                                doc_id="handbook/vacation")))
+                                                doc_id="handbook/vacation", tenant="acme")))
+    docs.append(topics.record("logs", _log_line("indexed handbook/vacation v2", service="aichat-pipeline",
+                                                doc_id="handbook/vacation", tenant="globex")))
     await ship(sink, SummaryBuilder(prefix), docs)
     search = _saved(prefix)["aichat-document-journey"]
-    hits = await _search(sink, f"{prefix}-*",
-                         search_request(search, {DOC_PLACEHOLDER: "handbook/vacation"}))
+    hits = await _search(sink, f"{prefix}-*", search_request(
+        search, {DOC_PLACEHOLDER: "handbook/vacation", TENANT_PLACEHOLDER: "acme"}))
     assert sorted(h["event"]["dataset"] for h in hits) == sorted(
         ["aichat.documents", "aichat.chunks", "aichat.embeddings", "aichat.indexed", "aichat.dlq",
          "aichat.logs"])

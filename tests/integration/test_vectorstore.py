@@ -11,13 +11,13 @@ import pytest
 from schemas.codec import pack_vector
 from schemas.events import EmbeddedChunk, chunk_uuid
 from streams.config import WorkerSettings
-from streams.errors import EffectFailed
+from streams.errors import EffectFailed, is_retriable
 from streams.vectorstore import ChunkVector, WeaviateStore
 
 
 def _item(doc_id: str, text: str, vector: np.ndarray, *, tenant: str = "default", seq: int = 0) -> ChunkVector:
     chunk = EmbeddedChunk(
-        chunk_id=chunk_uuid(doc_id, 1, seq), doc_id=doc_id, tenant=tenant, version=1, seq=seq,
+        chunk_id=chunk_uuid(tenant, doc_id, 1, seq), doc_id=doc_id, tenant=tenant, version=1, seq=seq,
         n_chunks=1, text=text, char_start=0, char_end=len(text), title=doc_id,
         vector=pack_vector(vector), dim=len(vector), model="test",
     )
@@ -106,3 +106,26 @@ async def test_a_refused_object_fails_the_batch_loudly(store: WeaviateStore) -> 
     await store.upsert([good])
     with pytest.raises(EffectFailed, match="1 of 2 objects failed"):
         await store.upsert([_item("c", "gamma", _unit(0, 1)), bad])
+
+
+async def test_a_lone_object_weaviate_refuses_is_not_an_outage(store: WeaviateStore) -> None:
+    """Every object of the request refused (a vector of the wrong length): the client's
+    "all failed" error must say "refused" (dead-letter), not "unavailable" (retry forever)."""
+    await store.upsert([_item("good", "eight dimensions", _unit(1))])
+    short = np.ones(4, dtype=np.float32) / 2
+    with pytest.raises(EffectFailed, match="length") as refused:
+        await store.upsert([_item("bad", "four dimensions", short)])
+    assert not is_retriable(refused.value)
+    assert "default/bad" in str(refused.value)
+    # in a batch with valid objects, the refusal is named too, and not retried
+    with pytest.raises(EffectFailed, match="default/bad"):
+        await store.upsert([_item("fine", "ok", _unit(0, 1)), _item("bad", "four", short)])
+
+
+async def test_a_delete_removes_only_its_own_tenants_document(store: WeaviateStore) -> None:
+    await store.upsert([_item("1", "acme text", _unit(1), tenant="acme"),
+                        _item("1", "globex text", _unit(1), tenant="globex")])
+    assert await store.count_chunks("acme", "1") == await store.count_chunks("globex", "1") == 1
+    assert await store.delete_chunks("globex", "1", versions_up_to=1) == 1
+    assert await store.count_chunks("acme", "1") == 1
+    assert await store.count_chunks("globex", "1") == 0

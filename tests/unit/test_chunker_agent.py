@@ -60,3 +60,13 @@ def test_markers_carry_no_text() -> None:
 )
 def test_unchanged_only_when_safe(event: DocumentEvent, st: DocState | None, last: int | None, expected: bool) -> None:
     assert is_unchanged(event, st, last) is expected
+
+
+def test_the_same_doc_id_in_two_tenants_gets_distinct_chunk_ids_and_keys() -> None:
+    acme = DocumentEvent(doc_id="1", tenant="acme", version=1, text="Same text.")
+    globex = DocumentEvent(doc_id="1", tenant="globex", version=1, text="Same text.")
+    a = make_chunks(acme, counter=COUNTER, max_tokens=200, overlap_tokens=0)
+    g = make_chunks(globex, counter=COUNTER, max_tokens=200, overlap_tokens=0)
+    assert {c.chunk_id for c in a}.isdisjoint(c.chunk_id for c in g)
+    assert marker(acme, "delete").chunk_id != marker(globex, "delete").chunk_id
+    assert (a[0].tenant, a[0].kafka_key) == ("acme", "acme/1")

@@ -11,21 +11,26 @@ from streams.docstate import DocState
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 
 
-def chunk(doc: str, version: int, seq: int = 0, n: int = 1, *, op: str = "upsert", h: str = "h") -> EmbeddedChunk:
+def chunk(doc: str, version: int, seq: int = 0, n: int = 1, *, op: str = "upsert", h: str = "h",
+          tenant: str = "default") -> EmbeddedChunk:
     if op != "upsert":
-        return EmbeddedChunk(op=op, chunk_id=chunk_uuid(doc, version, 0), doc_id=doc, version=version,
-                             seq=0, n_chunks=0, content_hash=h)
-    return EmbeddedChunk(chunk_id=chunk_uuid(doc, version, seq), doc_id=doc, version=version, seq=seq,
-                         n_chunks=n, text=f"{doc} v{version} #{seq}", vector="AAAAAA==", dim=1,
-                         model="m", content_hash=h)
+        return EmbeddedChunk(op=op, chunk_id=chunk_uuid(tenant, doc, version, 0), doc_id=doc,
+                             tenant=tenant, version=version, seq=0, n_chunks=0, content_hash=h)
+    return EmbeddedChunk(chunk_id=chunk_uuid(tenant, doc, version, seq), doc_id=doc, tenant=tenant,
+                         version=version, seq=seq, n_chunks=n, text=f"{doc} v{version} #{seq}",
+                         vector="AAAAAA==", dim=1, model="m", content_hash=h)
 
 
-def state(doc: str, version: int, status: str = "indexed", h: str = "h") -> DocState:
-    return DocState(doc_id=doc, tenant="default", version=version, status=status,  # type: ignore[arg-type]
+def state(doc: str, version: int, status: str = "indexed", h: str = "h", tenant: str = "default") -> DocState:
+    return DocState(doc_id=doc, tenant=tenant, version=version, status=status,  # type: ignore[arg-type]
                     content_hash=h, n_chunks=1, indexed_at=NOW)
 
 
-def outcomes(batch: list[EmbeddedChunk], states: dict[str, DocState] | None = None) -> tuple[list[tuple[str, int, int]], list[tuple[str, str, int]]]:
+def states_of(*items: DocState) -> dict[tuple[str, str], DocState]:
+    return {s.key: s for s in items}
+
+
+def outcomes(batch: list[EmbeddedChunk], states: dict[tuple[str, str], DocState] | None = None) -> tuple[list[tuple[str, int, int]], list[tuple[str, str, int]]]:
     plan = plan_batch([(None, c) for c in batch], states or {}, NOW)
     upserts = [(c.doc_id, c.version, c.seq) for c, _ in plan.upserts]
     finished = [(f.outcome, f.chunk.doc_id, f.chunk.version) for f in plan.finished]
@@ -39,13 +44,13 @@ def test_a_new_document_is_upserted_and_completed_on_its_last_chunk() -> None:
 
 
 def test_an_older_version_arriving_late_is_stale() -> None:
-    upserts, finished = outcomes([chunk("d", 1, 0, 1)], {"d": state("d", 2)})
+    upserts, finished = outcomes([chunk("d", 1, 0, 1)], states_of(state("d", 2)))
     assert upserts == []
     assert finished == [("stale", "d", 1)]
 
 
 def test_a_replay_of_the_indexed_version_rewrites_it() -> None:
-    upserts, finished = outcomes([chunk("d", 2, 0, 1)], {"d": state("d", 2)})
+    upserts, finished = outcomes([chunk("d", 2, 0, 1)], states_of(state("d", 2)))
     assert upserts == [("d", 2, 0)]
     assert finished == [("indexed", "d", 2)]
 
@@ -62,13 +67,26 @@ def test_versions_in_one_batch_follow_each_other() -> None:
 
 
 def test_unchanged_needs_the_indexed_content() -> None:
-    plan = plan_batch([(None, chunk("d", 5, op="unchanged", h="h"))], {"d": state("d", 4, h="h")}, NOW)
+    plan = plan_batch([(None, chunk("d", 5, op="unchanged", h="h"))], states_of(state("d", 4, h="h")), NOW)
     assert [(f.outcome, f.chunk.version) for f in plan.finished] == [("unchanged", 5)]
-    plan = plan_batch([(None, chunk("d", 5, op="unchanged", h="other"))], {"d": state("d", 4, h="h")}, NOW)
+    plan = plan_batch([(None, chunk("d", 5, op="unchanged", h="other"))], states_of(state("d", 4, h="h")), NOW)
     assert plan.finished == [] and len(plan.rejected) == 1
     assert "publish the document again" in plan.rejected[0][1]
 
 
 def test_documents_do_not_affect_each_other() -> None:
-    _, finished = outcomes([chunk("a", 1, 0, 1), chunk("b", 1, 0, 1)], {"b": state("b", 5)})
+    _, finished = outcomes([chunk("a", 1, 0, 1), chunk("b", 1, 0, 1)], states_of(state("b", 5)))
     assert finished == [("indexed", "a", 1), ("stale", "b", 1)]
+
+
+def test_tenants_with_the_same_doc_id_do_not_affect_each_other() -> None:
+    """acme's newer version makes neither globex's older one stale, nor does its delete reach it."""
+    batch = [chunk("1", 2, 0, 1, tenant="globex"), chunk("1", 9, op="delete", tenant="globex")]
+    _, finished = outcomes(batch, states_of(state("1", 7, tenant="acme")))
+    assert finished == [("indexed", "1", 2), ("deleted", "1", 9)]
+    plan = plan_batch([(None, c) for c in batch], states_of(state("1", 7, tenant="acme")), NOW)
+    assert {f.chunk.tenant for f in plan.finished} == {"globex"}
+    # and an unchanged marker of globex is not satisfied by acme's indexed content
+    plan = plan_batch([(None, chunk("1", 8, op="unchanged", tenant="globex"))],
+                      states_of(state("1", 7, tenant="acme")), NOW)
+    assert plan.finished == [] and len(plan.rejected) == 1

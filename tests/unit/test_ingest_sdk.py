@@ -74,12 +74,12 @@ async def test_publish_many_keeps_the_window_and_yields_every_document_in_order(
     assert producer.unacked == 0
     assert producer.started and producer.stopped
     topic, key, value = producer.sent[3]
-    assert (topic, key) == ("t.documents", b"d3")
+    assert (topic, key) == ("t.documents", b"default/d3")  # a document is (tenant, doc_id)
     assert decode(DocumentEvent, value) == events[3]
 
 
 async def test_publish_many_reports_failed_sends_and_acks_and_goes_on() -> None:
-    producer = FakeProducer(fail_ack=frozenset({"d2"}), fail_send=frozenset({"d5"}))
+    producer = FakeProducer(fail_ack=frozenset({"default/d2"}), fail_send=frozenset({"default/d5"}))
 
     async def source() -> AsyncIterator[DocumentEvent]:
         for event in _events(8):

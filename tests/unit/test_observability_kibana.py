@@ -16,6 +16,7 @@ from infra.elk.kibana import (
     NDJSON_FILE,
     QUERY_PLACEHOLDER,
     SEARCHES,
+    TENANT_PLACEHOLDER,
     build_objects,
     to_ndjson,
 )
@@ -106,9 +107,11 @@ def test_every_field_used_exists_in_the_index_template() -> None:
 
 def test_the_saved_searches_become_elasticsearch_queries() -> None:
     by_id = {o["id"]: o for o in _objects()}
-    journey = search_request(by_id["aichat-document-journey"], {DOC_PLACEHOLDER: "handbook/x"})
+    journey = search_request(by_id["aichat-document-journey"],
+                             {DOC_PLACEHOLDER: "handbook/x", TENANT_PLACEHOLDER: "acme"})
     assert journey["query"]["query_string"]["query"] == (
-        'aichat.doc_id:"handbook/x" OR aichat.dead_letter.key:"handbook/x"')
+        '(aichat.tenant:"acme" AND aichat.doc_id:"handbook/x") '
+        'OR aichat.dead_letter.key:"acme/handbook/x"')
     assert journey["sort"][0]["@timestamp"]["order"] == "asc"
     question = search_request(by_id["aichat-question-journey"], {QUERY_PLACEHOLDER: "q1"})
     assert "q1" in question["query"]["query_string"]["query"]

@@ -14,6 +14,7 @@ from schemas.events import (
     QueryEvent,
     ReplyRoute,
     chunk_uuid,
+    document_key,
 )
 from schemas.generate import JSON_DIR, render
 
@@ -48,18 +49,24 @@ def test_invalid_documents_are_refused_with_a_reason(raw: bytes | None, reason: 
 
 
 def test_chunk_ids_are_deterministic_and_distinct() -> None:
-    assert chunk_uuid("d", 1, 0) == chunk_uuid("d", 1, 0)
-    assert (
-        len(
-            {
-                chunk_uuid("d", 1, 0),
-                chunk_uuid("d", 1, 1),
-                chunk_uuid("d", 2, 0),
-                chunk_uuid("e", 1, 0),
-            }
-        )
-        == 4
-    )
+    assert chunk_uuid("t", "d", 1, 0) == chunk_uuid("t", "d", 1, 0)
+    ids = {
+        chunk_uuid("t", "d", 1, 0),
+        chunk_uuid("t", "d", 1, 1),
+        chunk_uuid("t", "d", 2, 0),
+        chunk_uuid("t", "e", 1, 0),
+        chunk_uuid("u", "d", 1, 0),  # another tenant's document with the same doc_id
+    }
+    assert len(ids) == 5
+
+
+def test_a_document_is_its_tenant_and_doc_id() -> None:
+    a = DocumentEvent(doc_id="1", tenant="acme", version=1, text="x")
+    b = DocumentEvent(doc_id="1", tenant="globex", version=1, text="x")
+    assert a.doc_key != b.doc_key and a.kafka_key != b.kafka_key
+    assert a.kafka_key == document_key("acme", "1") == "acme/1"
+    # tenants hold no "/", so the key splits back unambiguously even when doc_id has one
+    assert document_key("acme", "x/y").split("/", 1) == ["acme", "x/y"]
 
 
 def test_vector_encoding_roundtrips_float32() -> None:

@@ -8,7 +8,8 @@ Import). ``aichat elk import-kibana --url …`` builds the objects for the confi
 Saved searches use the Lucene query language so the very same string runs as an
 Elasticsearch ``query_string`` query (the tests run each one against the real
 cluster). The journeys take an id: replace ``DOC_ID`` / ``QUERY_ID`` in the query
-bar (or in the URL, see OBSERVABILITY.md).
+bar (or in the URL, see OBSERVABILITY.md); a document is ``TENANT`` and ``DOC_ID``
+together, since two tenants may use the same ``doc_id``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ TYPE_MIGRATION = {"index-pattern": "8.0.0", "search": "8.0.0", "visualization": 
 EVENTS_VIEW = "aichat-events"
 SUMMARIES_VIEW = "aichat-summaries"
 DOC_PLACEHOLDER = "DOC_ID"
+TENANT_PLACEHOLDER = "TENANT"
 QUERY_PLACEHOLDER = "QUERY_ID"
 
 #: dead letters, undecodable records, failed answers and summaries, error log lines
@@ -59,12 +61,14 @@ class Visualization:
 SEARCHES = [
     SavedSearch(
         "aichat-document-journey", "AI-Chat: a document's journey", EVENTS_VIEW,
-        f'aichat.doc_id:"{DOC_PLACEHOLDER}" OR aichat.dead_letter.key:"{DOC_PLACEHOLDER}"',
+        f'(aichat.tenant:"{TENANT_PLACEHOLDER}" AND aichat.doc_id:"{DOC_PLACEHOLDER}") '
+        f'OR aichat.dead_letter.key:"{TENANT_PLACEHOLDER}/{DOC_PLACEHOLDER}"',
         ["event.dataset", "event.action", "aichat.version", "aichat.seq", "aichat.n_chunks",
          "aichat.outcome", "aichat.freshness_ms", "service.name", "message"],
         [["@timestamp", "asc"]],
         f"Every hop of one document: published, chunked, embedded, indexed (with freshness), "
-        f"dead letters and log lines. Replace {DOC_PLACEHOLDER} in the query with the doc_id.",
+        f"dead letters and log lines. Replace {TENANT_PLACEHOLDER} and {DOC_PLACEHOLDER} in the "
+        f"query with the tenant and the doc_id.",
     ),
     SavedSearch(
         "aichat-question-journey", "AI-Chat: a question's journey", EVENTS_VIEW,
