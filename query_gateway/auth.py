@@ -85,6 +85,7 @@ class JwtAuthenticator:
         self._user_claim = settings.jwt_user_claim
         self._tenant_claim = settings.jwt_tenant_claim
         self._default_tenant = settings.jwt_default_tenant
+        self._max_lifetime_s = settings.jwt_max_lifetime_s
 
     def authenticate(self, conn: HTTPConnection) -> Principal:
         token = bearer_token(conn)
@@ -98,7 +99,7 @@ class JwtAuthenticator:
     def verify(self, token: str) -> Principal:
         claims = self._decode(token)
         user = claims.get(self._user_claim)
-        if not isinstance(user, str) or not _USER.match(user):
+        if not isinstance(user, str) or not _USER.fullmatch(user):
             raise Unauthorized(
                 f"claim {self._user_claim!r} must be a user name (letters, digits, .@+|:_-)",
                 reason="bad_claim",
@@ -108,9 +109,16 @@ class JwtAuthenticator:
             raise Unauthorized(
                 f"the token has no {self._tenant_claim!r} claim", reason="missing_claim"
             )
-        if not isinstance(tenant, str) or not _TENANT.match(tenant):
+        if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
             raise Unauthorized(
                 f"claim {self._tenant_claim!r} must match {TENANT_PATTERN}", reason="bad_claim"
+            )
+        lifetime = float(claims["exp"]) - float(claims.get("iat", time.time()))
+        if self._max_lifetime_s and lifetime > self._max_lifetime_s + self._leeway:
+            raise Unauthorized(
+                f"the token is valid for {lifetime:.0f}s; at most {self._max_lifetime_s}s "
+                "(AICHAT_JWT_MAX_LIFETIME_S) is accepted",
+                reason="lifetime_too_long",
             )
         return Principal(user=user, tenant=tenant, expires_at=float(claims["exp"]) + self._leeway)
 
@@ -172,7 +180,7 @@ class NoAuthenticator:
 
     def authenticate(self, conn: HTTPConnection) -> Principal:
         user = conn.query_params.get("user", "")
-        if not _USER.match(user):
+        if not _USER.fullmatch(user):
             user = ANONYMOUS
         return Principal(user=user, tenant=self._tenant)
 

@@ -71,6 +71,11 @@ class GatewayAuthSettings(_Base):
         description="tenant of tokens without the tenant claim; unset = such tokens are refused",
     )
     jwt_leeway_s: float = Field(30.0, ge=0, le=300, description="clock skew allowed on exp/nbf/iat")
+    jwt_max_lifetime_s: int = Field(
+        86_400, ge=0,
+        description="refuse tokens valid longer than this (exp - iat, or exp - now without iat); "
+        "0 = no limit. A leaked long-lived token is a long-lived key.",
+    )
     gateway_allowed_origins: list[str] = Field(
         default_factory=list,
         description="browser Origins allowed besides the gateway's own (e.g. "

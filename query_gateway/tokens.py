@@ -27,18 +27,28 @@ def local_secret_path(stack_dir: Path) -> Path:
 
 
 def ensure_secret(path: Path) -> str:
-    """The secret stored at ``path``; a new random one (0600) if there is none."""
+    """The secret stored at ``path``; a new random one (0600) if there is none.
+
+    Written whole to a fresh file (``O_EXCL``: never through a file or link someone else
+    placed there), then linked into place, which fails if another process was first — its
+    secret is used then. So the secret is never readable by others, even for a moment.
+    """
     try:
         return path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(secret + "\n")
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(secret + "\n")
+        os.link(tmp, path)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    finally:
+        tmp.unlink(missing_ok=True)
     return secret
 
 

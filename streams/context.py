@@ -18,6 +18,7 @@ from mode import Service
 
 from schemas.codec import encode
 from schemas.events import Event
+from streams.backoff import Backoff
 from streams.config import WorkerSettings
 from streams.embedding import SentenceTransformerEmbedder
 from streams.errors import is_retriable
@@ -28,6 +29,9 @@ from streams.topics import Topics
 from streams.vectorstore import WeaviateStore
 
 log = logging.getLogger(__name__)
+
+AGENT_RETRY = Backoff(first_s=0.2, max_s=10.0)
+START_RETRY = Backoff(first_s=0.5, max_s=10.0)
 
 
 @runtime_checkable
@@ -46,6 +50,8 @@ class AgentContext:
     sink: ElasticSink | None = None
     generator: Generator = field(default_factory=ExtractiveGenerator)
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    #: how agents wait between attempts while a dependency is down (streams/processing.py)
+    retry: Backoff = field(default_factory=lambda: AGENT_RETRY)
 
     def resources(self) -> list[Lifecycle]:
         started: list[object] = [self.store, self.sink, self.embedder, self.generator]
@@ -98,9 +104,9 @@ class Resources(Service):
                 if not is_retriable(exc):
                     raise
                 attempt += 1
-                delay = min(10.0, 0.5 * 2**attempt)
-                log.warning("%s not available (%s); retrying in %.0fs", name, exc, delay)
-                await asyncio.sleep(delay)
+                delay = START_RETRY.delay(attempt)
+                log.warning("%s not available (%s); retrying in %.1fs", name, exc, delay)
+                await START_RETRY.sleep(delay)
 
     async def on_stop(self) -> None:
         READY.set(0)

@@ -12,12 +12,17 @@ are not shipped (analysts need the fact, not 384 floats).
   retried alone with capped backoff, then the whole batch is reported retriable;
 * any other refused item raises :class:`EffectFailed` naming it and the reason
   (the agent isolates the batch and dead-letters only what fails alone);
-* an unreachable cluster raises :class:`DependencyUnavailable`.
+* an unreachable cluster raises :class:`DependencyUnavailable`;
+* a whole request refused for our credentials (401 expired key, 403 missing
+  privilege) is the cluster's problem, not the records': :class:`AccessDenied`
+  (retriable, so nothing is dead-lettered) and :attr:`ElasticSink.refusing` says
+  why until a request passes again — readiness turns red, an alert fires;
+* a request too large for the cluster (413) is split in halves until it fits;
+  only a single document too large on its own is refused.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -31,9 +36,10 @@ from elastic_transport import ConnectionTimeout
 from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
 from infra.elk.templates import render_index_templates
+from streams.backoff import Backoff
 from streams.config import ElasticSettings
 from streams.errors import DependencyUnavailable, EffectFailed
-from streams.metrics import SHIPPER_BULK_SECONDS, SHIPPER_ITEMS
+from streams.metrics import ELASTIC_ACCESS_DENIED, SHIPPER_BULK_SECONDS, SHIPPER_ITEMS
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +47,20 @@ _OWN_FIELDS_DROPPED = {"vector", "event_id", "trace_id", "produced_at"}
 #: item statuses worth sending again: overload, and shards unavailable while the cluster recovers
 _RETRIABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 THROTTLE_ROUNDS = 5
-THROTTLE_FIRST_S = 0.2
+THROTTLE = Backoff(first_s=0.2, max_s=2.0)
 
 
 class ConcurrentUpdate(DependencyUnavailable):
     """A conditional write lost a race (HTTP 409): plan the batch again from fresh reads."""
+
+
+class AccessDenied(DependencyUnavailable):
+    """The cluster refused the whole request for our credentials (401/403): wait for an
+    operator to fix the key or its privileges, then go on; never the records' fault."""
+
+
+class RequestTooLarge(Exception):
+    """HTTP 413 for a bulk request: split it (internal to :class:`ElasticSink`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +202,8 @@ class ElasticSink:
     def __init__(self, settings: ElasticSettings) -> None:
         self.settings = settings
         self._client: AsyncElasticsearch | None = None
+        #: why the cluster refuses our credentials (401/403), None while it accepts them
+        self.refusing: str | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -232,9 +249,8 @@ class ElasticSink:
         except TransportError as exc:
             raise DependencyUnavailable(f"Elasticsearch mget failed: {exc}") from exc
         except ApiError as exc:
-            if exc.meta.status in _RETRIABLE_STATUS:
-                raise DependencyUnavailable(f"Elasticsearch mget: HTTP {exc.meta.status}: {exc}") from exc
-            raise EffectFailed(f"Elasticsearch refused the mget of {index}: {exc}") from exc
+            raise self._refused(exc, f"the mget of {index}") from exc
+        self._accepted()
         found: dict[str, StoredDocument] = {}
         for doc in response.get("docs", []):
             if doc.get("found"):
@@ -250,12 +266,50 @@ class ElasticSink:
             if not pending:
                 return
             if attempt:
-                await asyncio.sleep(THROTTLE_FIRST_S * 2 ** (attempt - 1))
-            pending = await self._bulk(pending)
+                await THROTTLE.wait(attempt)
+            pending = await self._bulk_fitting(pending)
         if pending:
             raise DependencyUnavailable(
                 f"Elasticsearch kept refusing {len(pending)} of {len(docs)} actions with 429/5xx"
             )
+
+    async def _bulk_fitting(self, docs: list[EsDocument]) -> list[EsDocument]:
+        """:meth:`_bulk`, halving the request while the cluster says it is too large (413)."""
+        try:
+            return await self._bulk(docs)
+        except RequestTooLarge as exc:
+            if len(docs) == 1:
+                raise EffectFailed(
+                    f"{docs[0].index}/{docs[0].id} alone is larger than the cluster accepts "
+                    f"(HTTP 413, http.max_content_length): {exc}"
+                ) from exc
+            half = len(docs) // 2
+            log.info("Elasticsearch: bulk of %d too large (413); splitting it", len(docs))
+            return [*await self._bulk_fitting(docs[:half]), *await self._bulk_fitting(docs[half:])]
+
+    def _refused(self, exc: ApiError, what: str) -> Exception:
+        """The error for a whole request the cluster answered with an error status."""
+        status = exc.meta.status
+        if status in _RETRIABLE_STATUS:
+            return DependencyUnavailable(f"Elasticsearch: {what}: HTTP {status}: {exc}")
+        if status in (401, 403):
+            reason = f"HTTP {status} for {what}: {str(exc)[:300]}"
+            if self.refusing is None:
+                log.error("Elasticsearch refuses our credentials (%s); retrying until an operator "
+                          "fixes the key or its privileges", reason)
+            self.refusing = reason
+            ELASTIC_ACCESS_DENIED.set(1)
+            return AccessDenied(f"Elasticsearch refused {what} (HTTP {status}): check "
+                                f"AICHAT_ELASTIC_API_KEY and its privileges: {str(exc)[:300]}")
+        if status == 413:
+            return RequestTooLarge(str(exc)[:300])
+        return EffectFailed(f"Elasticsearch refused {what}: HTTP {status}: {exc}")
+
+    def _accepted(self) -> None:
+        if self.refusing is not None:
+            log.warning("Elasticsearch accepts our credentials again")
+        self.refusing = None
+        ELASTIC_ACCESS_DENIED.set(0)
 
     async def _bulk(self, docs: list[EsDocument]) -> list[EsDocument]:
         """One bulk request; returns the actions to send again (429/5xx), raises on refusals."""
@@ -267,11 +321,10 @@ class ElasticSink:
         except TransportError as exc:
             raise DependencyUnavailable(f"Elasticsearch bulk failed: {exc}") from exc
         except ApiError as exc:  # the whole request refused
-            if exc.meta.status in _RETRIABLE_STATUS:
-                raise DependencyUnavailable(f"Elasticsearch bulk: HTTP {exc.meta.status}: {exc}") from exc
-            raise EffectFailed(f"Elasticsearch refused the bulk request: {exc}") from exc
+            raise self._refused(exc, f"a bulk request of {len(docs)} actions") from exc
         finally:
             SHIPPER_BULK_SECONDS.observe(time.perf_counter() - started)
+        self._accepted()
         if not response.get("errors"):
             SHIPPER_ITEMS.labels("ok").inc(len(docs))
             return []

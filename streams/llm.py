@@ -13,7 +13,6 @@ the model never to follow instructions found inside it (prompt-injection hygiene
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -21,11 +20,13 @@ from typing import Any
 import httpx
 import orjson
 
+from streams.backoff import Backoff
 from streams.config import GeneratorSettings
 from streams.errors import DependencyUnavailable
 from streams.generation import Passage
 
 log = logging.getLogger(__name__)
+GENERATOR_RETRY = Backoff(first_s=0.2, max_s=2.0)
 
 SYSTEM_PROMPT = """You answer questions using only the sources given in the user message.
 Rules:
@@ -110,9 +111,9 @@ class OpenAIChatGenerator:
                 if started or attempt >= self.settings.generator_retries:
                     raise DependencyUnavailable(f"generator failed: {exc}") from exc
                 attempt += 1
-                delay = min(2.0, 0.2 * 2 ** (attempt - 1))
+                delay = GENERATOR_RETRY.delay(attempt)
                 log.warning("generator attempt %d failed (%s); retrying in %.1fs", attempt, exc, delay)
-                await asyncio.sleep(delay)
+                await GENERATOR_RETRY.sleep(delay)
 
 
 async def _deltas(response: httpx.Response) -> AsyncIterator[str]:

@@ -30,10 +30,12 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter
 from pydantic import Field
 
+from streams.backoff import Backoff
 from streams.config import KafkaSettings, ObservabilitySettings
 from streams.logs import EcsJsonFormatter
 
 log = logging.getLogger(__name__)
+RECONNECT = Backoff(first_s=0.5, max_s=10.0)
 
 SHIPPED = Counter("aichat_log_records_shipped_total", "Log records delivered to the logs topic")
 DROPPED = Counter(
@@ -105,7 +107,7 @@ class KafkaLogHandler(logging.Handler):
                     break  # closing, and Kafka is not there: do not wait for it
                 producer = await self._connect(attempt)
                 if producer is None:
-                    attempt = min(attempt + 1, 10)
+                    attempt += 1  # any count is safe: the backoff caps its exponent
                     continue
                 attempt = 0
             batch = self._take(500)
@@ -138,7 +140,7 @@ class KafkaLogHandler(logging.Handler):
 
     async def _connect(self, attempt: int) -> AIOKafkaProducer | None:
         if attempt:
-            await self._sleep(min(10.0, 0.5 * 2 ** (attempt - 1)))
+            await self._sleep(RECONNECT.delay(attempt))
             if self._closing.is_set():
                 return None
         producer = AIOKafkaProducer(

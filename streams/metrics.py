@@ -11,6 +11,12 @@ EMITTED = Counter("aichat_agent_emitted_total", "Events produced by an agent", [
 DEAD_LETTERS = Counter(
     "aichat_dead_letters_total", "Events sent to the dead-letter topic", ["agent", "error_type"]
 )
+DEAD_LETTERS_DROPPED = Counter(
+    "aichat_dead_letters_dropped_total",
+    "Dead letters that could not be stored: a dead letter refused downstream (never "
+    "dead-lettered again), or refused by Kafka itself; the record stays in its topic",
+    ["agent", "reason"],
+)
 BATCH_SIZE = Histogram(
     "aichat_agent_batch_size", "Events per micro-batch", ["agent"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
@@ -59,6 +65,10 @@ SHIPPER_ITEMS = Counter(
     "aichat_shipper_bulk_items_total",
     "Bulk actions by result: ok, retried (429/5xx, sent again), refused (dead-lettered)",
     ["result"],
+)
+ELASTIC_ACCESS_DENIED = Gauge(
+    "aichat_elasticsearch_access_denied",
+    "1 while Elasticsearch refuses this process's credentials (HTTP 401/403): shipping waits",
 )
 SHIPPER_SUMMARIES = Counter(
     "aichat_shipper_query_summaries_total", "Query summaries completed, by outcome", ["outcome"]

@@ -5,15 +5,17 @@ an agent. :func:`process` runs the handler and decides:
 
 * success → the agent moves on and Faust acks the event;
 * retriable error (``exc.retriable`` true, a timeout or a connection error) →
-  wait with capped exponential backoff and try again, as long as it takes: a
-  dependency that is down delays work, it never drops it;
+  wait with the context's capped, jittered backoff (streams/backoff.py) and try
+  again, as long as it takes: a dependency that is down delays work, it never
+  drops it, and no number of attempts can make the loop itself fail;
 * anything else (invalid payload, refused write) → a ``DeadLetter`` with the
-  original coordinates, the agent, the error class and message, then ack.
+  original coordinates, bounded prefixes of key and value, the agent, the error
+  class and message, then ack. A dead letter is never dead-lettered again.
 """
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -27,13 +29,23 @@ from schemas.errors import InvalidEvent
 from schemas.events import DeadLetter, Event
 from streams.context import AgentContext
 from streams.errors import is_retriable
-from streams.metrics import BATCH_SIZE, DEAD_LETTERS, EVENTS, HANDLE_SECONDS, RETRIES
+from streams.metrics import (
+    BATCH_SIZE,
+    DEAD_LETTERS,
+    DEAD_LETTERS_DROPPED,
+    EVENTS,
+    HANDLE_SECONDS,
+    RETRIES,
+)
 
 log = logging.getLogger(__name__)
 
+#: what a dead letter keeps of the record: bounded prefixes (plus sizes and a hash)
 MAX_DEAD_LETTER_VALUE = 64 * 1024
-BACKOFF_FIRST_S = 0.2
-BACKOFF_MAX_S = 10.0
+MAX_DEAD_LETTER_KEY = 1024
+MAX_DEAD_LETTER_MESSAGE = 4000
+#: error messages in log lines are cut here (a refused record may be echoed in them)
+LOGGED_ERROR_CHARS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,53 +92,108 @@ BatchHandler = Callable[[list[tuple[Incoming, T]]], Awaitable[None]]
 
 
 async def process(ctx: AgentContext, agent: str, msg: Incoming, handler: Handler) -> None:
-    attempt = 0
     started = time.perf_counter()
+    error = await _until_done(ctx, agent, _where(msg), lambda: handler(msg))
+    if error is not None:
+        await dead_letter(ctx, agent, msg, error)
+        EVENTS.labels(agent, "dead_lettered").inc()
+        return
+    EVENTS.labels(agent, "ok").inc()
+    HANDLE_SECONDS.labels(agent).observe(time.perf_counter() - started)
+
+
+async def _until_done(
+    ctx: AgentContext, agent: str, where: str, run: Callable[[], Awaitable[None]]
+) -> Exception | None:
+    """Run ``run`` until it succeeds (→ None) or fails for a reason retrying cannot fix
+    (→ that error). Retriable errors wait with the context's backoff, for as long as the
+    outage lasts: the delay is bounded for any number of attempts (streams/backoff.py)."""
+    attempt = 0
     while True:
         try:
-            await handler(msg)
+            await run()
+            return None
         except Exception as exc:
-            if is_retriable(exc):
-                attempt += 1
-                await _backoff(agent, attempt, exc, f"{msg.topic}[{msg.partition}]@{msg.offset}")
-                continue
-            await dead_letter(ctx, agent, msg, exc)
-            EVENTS.labels(agent, "dead_lettered").inc()
-            return
-        EVENTS.labels(agent, "ok").inc()
-        HANDLE_SECONDS.labels(agent).observe(time.perf_counter() - started)
-        return
+            if not is_retriable(exc):
+                return exc
+            attempt += 1
+            delay = ctx.retry.delay(attempt)
+            RETRIES.labels(agent).inc()
+            log.warning(
+                "%s: retriable %s at %s, attempt %d, retrying in %.1fs: %s",
+                agent, type(exc).__name__, where, attempt, delay, exc, extra={"agent": agent},
+            )
+            await ctx.retry.sleep(delay)
 
 
-async def dead_letter(ctx: AgentContext, agent: str, msg: Incoming, exc: BaseException) -> None:
+def _where(msg: Incoming, n: int = 1) -> str:
+    return f"{msg.topic}[{msg.partition}]@{msg.offset}" + (f"+{n}" if n > 1 else "")
+
+
+def letter_for(agent: str, msg: Incoming, exc: BaseException) -> DeadLetter:
+    """The dead letter of one record: its coordinates, a bounded prefix of its key and
+    value with their sizes and a hash, and why. The record itself stays in its topic
+    (by retention), so an oversized record never makes an oversized dead letter."""
     value = msg.value or b""
-    letter = DeadLetter(
+    key = msg.key or b""
+    return DeadLetter(
         topic=msg.topic,
         partition=msg.partition,
         offset=msg.offset,
-        key=msg.key_text,
+        key=None if msg.key is None else key[:MAX_DEAD_LETTER_KEY].decode("utf-8", errors="replace"),
+        key_truncated=len(key) > MAX_DEAD_LETTER_KEY,
+        key_bytes=len(key),
         value=value[:MAX_DEAD_LETTER_VALUE].decode("utf-8", errors="replace"),
         value_truncated=len(value) > MAX_DEAD_LETTER_VALUE,
+        value_bytes=len(value),
+        value_sha256=hashlib.sha256(value).hexdigest(),
         agent=agent,
         error_type=type(exc).__name__,
-        message=str(exc)[:4000],
+        message=str(exc)[:MAX_DEAD_LETTER_MESSAGE],
     )
+
+
+async def dead_letter(ctx: AgentContext, agent: str, msg: Incoming, exc: BaseException) -> None:
+    """Send the record's :class:`DeadLetter` to ``dlq``, then the caller acks the record.
+
+    * A record of ``dlq`` itself is never dead-lettered again (that would grow a loop
+      when the shipper cannot store a dead letter): it is logged and counted.
+    * Kafka unreachable → retried with backoff until it takes the letter.
+    * Kafka refusing the letter itself (too large, invalid) → sent once more without
+      the value prefix; if that is refused too, logged and counted, never retried
+      forever — the record still lies in its topic at the offset the log names.
+    """
+    if ctx.topics.base_name(msg.topic) == "dlq":
+        DEAD_LETTERS_DROPPED.labels(agent, "dead_letter_refused").inc()
+        log.error(
+            "%s: a dead letter itself failed at %s (not dead-lettered again): %s: %s",
+            agent, _where(msg), type(exc).__name__, str(exc)[:LOGGED_ERROR_CHARS],
+            extra={"agent": agent, "topic": msg.topic},
+        )
+        return
+    letter = letter_for(agent, msg, exc)
     log.error(
-        "%s: dead-lettering %s[%d]@%d: %s: %s",
-        agent, msg.topic, msg.partition, msg.offset, type(exc).__name__, exc,
+        "%s: dead-lettering %s: %s: %s",
+        agent, _where(msg), type(exc).__name__, str(exc)[:LOGGED_ERROR_CHARS],
         extra={"agent": agent, "topic": msg.topic, "trace_id": letter.trace_id},
     )
-    attempt = 0
-    while True:  # the dead letter itself must not be lost: retry until Kafka takes it
-        try:
-            fut = await ctx.send(agent, ctx.topics.dlq, msg.key_text or "", letter)
-            await fut
-            break
-        except Exception as send_exc:
-            attempt += 1
-            log.warning("%s: dead letter not delivered (%s), retrying", agent, send_exc)
-            await asyncio.sleep(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**attempt))
+    key = letter.key or ""
+    refused = await _until_done(ctx, agent, f"dead letter of {_where(msg)}", lambda: _send(ctx, agent, key, letter))
+    if refused is not None:
+        log.warning("%s: dead letter of %s refused (%s); sending it without the value",
+                    agent, _where(msg), refused, extra={"agent": agent})
+        bare = letter.model_copy(update={"value": "", "value_truncated": letter.value_bytes > 0})
+        refused = await _until_done(ctx, agent, f"dead letter of {_where(msg)}", lambda: _send(ctx, agent, key, bare))
+    if refused is not None:
+        DEAD_LETTERS_DROPPED.labels(agent, "kafka_refused").inc()
+        log.critical("%s: Kafka refused the dead letter of %s: %s; the record stays in its topic",
+                     agent, _where(msg), refused, extra={"agent": agent, "topic": msg.topic})
+        return
     DEAD_LETTERS.labels(agent, type(exc).__name__).inc()
+
+
+async def _send(ctx: AgentContext, agent: str, key: str, letter: DeadLetter) -> None:
+    await (await ctx.send(agent, ctx.topics.dlq, key, letter))
 
 
 def per_event_agent(ctx: AgentContext, agent: str, handler: Handler) -> Callable[[faust.StreamT], Awaitable[None]]:
@@ -143,16 +210,6 @@ def per_event_agent(ctx: AgentContext, agent: str, handler: Handler) -> Callable
 
     consume.__name__ = consume.__qualname__ = agent
     return consume
-
-
-async def _backoff(agent: str, attempt: int, exc: BaseException, where: str) -> None:
-    delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (attempt - 1))
-    RETRIES.labels(agent).inc()
-    log.warning(
-        "%s: retriable %s at %s, attempt %d, retrying in %.1fs: %s",
-        agent, type(exc).__name__, where, attempt, delay, exc, extra={"agent": agent},
-    )
-    await asyncio.sleep(delay)
 
 
 def decoder(model: type[E]) -> Callable[[Incoming], E]:
@@ -189,28 +246,20 @@ async def process_batch(
         return
     BATCH_SIZE.labels(agent).observe(len(valid))
     started = time.perf_counter()
-    attempt = 0
-    while True:
-        try:
-            await handler(valid)
-        except Exception as exc:
-            if is_retriable(exc):
-                attempt += 1
-                first = valid[0][0]
-                await _backoff(agent, attempt, exc, f"{first.topic}[{first.partition}]@{first.offset}+{len(valid)}")
-                continue
-            if len(valid) == 1:
-                await dead_letter(ctx, agent, valid[0][0], exc)
-                EVENTS.labels(agent, "dead_lettered").inc()
-                return
-            log.warning("%s: batch of %d failed (%s: %s); isolating the bad event",
-                        agent, len(valid), type(exc).__name__, exc, extra={"agent": agent})
-            for item in valid:
-                await process(ctx, agent, item[0], _single(handler, item))
-            return
+    error = await _until_done(ctx, agent, _where(valid[0][0], len(valid)), lambda: handler(valid))
+    if error is None:
         EVENTS.labels(agent, "ok").inc(len(valid))
         HANDLE_SECONDS.labels(agent).observe(time.perf_counter() - started)
         return
+    if len(valid) == 1:
+        await dead_letter(ctx, agent, valid[0][0], error)
+        EVENTS.labels(agent, "dead_lettered").inc()
+        return
+    log.warning("%s: batch of %d failed (%s: %s); isolating the bad event",
+                agent, len(valid), type(error).__name__, str(error)[:LOGGED_ERROR_CHARS],
+                extra={"agent": agent})
+    for item in valid:
+        await process(ctx, agent, item[0], _single(handler, item))
 
 
 def _single(handler: BatchHandler[T], item: tuple[Incoming, T]) -> Handler:

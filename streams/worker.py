@@ -66,6 +66,8 @@ def health_app(ctx: AgentContext, role: str) -> Starlette:
         checks = {"resources": ctx.started.is_set()}
         if ctx.embedder is not None:
             checks["model"] = ctx.embedder.ready
+        if ctx.sink is not None:  # red while Elasticsearch refuses our credentials
+            checks["elasticsearch"] = ctx.sink.refusing is None
         ok = all(checks.values())
         body = {"status": "ok" if ok else "unavailable", "role": role, "checks": checks}
         return JSONResponse(body, status_code=200 if ok else 503)

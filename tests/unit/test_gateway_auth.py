@@ -99,6 +99,13 @@ BAD_TOKENS = [
     ("no sub", token(sub=None), "invalid_token", "missing_claim"),
     ("no tenant", token(tenant=None), "invalid_token", "missing_claim"),
     ("bad tenant", token(tenant="../other"), "invalid_token", "bad_claim"),
+    # "$" matches before a final newline: such a tenant used to pass and fail every query later
+    ("tenant ending in a newline", token(tenant="acme\n"), "invalid_token", "bad_claim"),
+    ("user with a control character", token(sub="alice\n"), "invalid_token", "bad_claim"),
+    ("valid for a year", token(iat=int(time.time()), exp=int(time.time()) + 365 * 86400),
+     "invalid_token", "lifetime_too_long"),
+    ("a year ahead without iat", token(exp=int(time.time()) + 365 * 86400),
+     "invalid_token", "lifetime_too_long"),
     ("forged", jwt.encode({"sub": "a", "tenant": "acme", "aud": "aichat", "iss": "aichat",
                            "exp": int(time.time()) + 60}, "x" * 40, algorithm="HS256"),
      "invalid_token", "bad_signature"),
@@ -352,3 +359,12 @@ def test_aichat_up_hands_the_gateway_a_local_secret_and_the_page_a_token(tmp_pat
     # a configured key, or auth disabled, is left alone
     assert gateway_auth_env(gateway, stack_settings) == {}
     assert gateway_auth_env(settings(), stack_settings) == {} and chat_token(settings(), {}) is None
+
+
+def test_the_local_secret_is_created_0600_and_once(tmp_path: Path) -> None:
+    path = tmp_path / "gw" / "secret"
+    first = ensure_secret(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert (path.parent.stat().st_mode & 0o777) == 0o700
+    assert ensure_secret(path) == first
+    assert [p.name for p in path.parent.iterdir()] == ["secret"]  # no temporary file left

@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 import pytest
+from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
+from elasticsearch import ApiError
 
 from query_gateway.events import QueryCancelled
 from schemas.codec import encode
@@ -21,9 +23,11 @@ from schemas.events import (
     ReplyRoute,
     Source,
 )
+from streams.backoff import Backoff
 from streams.config import ElasticSettings
 from streams.errors import DependencyUnavailable, EffectFailed
 from streams.eventlog import (
+    AccessDenied,
     ConcurrentUpdate,
     ElasticSink,
     EsDocument,
@@ -33,6 +37,7 @@ from streams.eventlog import (
     to_document,
 )
 from streams.logs import EcsJsonFormatter
+from streams.metrics import ELASTIC_ACCESS_DENIED
 from streams.summaries import SummaryBuilder
 
 TS = 1_790_000_000.0  # 2026-09-21
@@ -359,14 +364,20 @@ def test_cancellations_are_shipped_as_events_too() -> None:
 class _Bulk:
     """Answers bulk requests with the given per-item statuses, one list per request."""
 
-    def __init__(self, *rounds: list[int]) -> None:
+    def __init__(self, *rounds: list[int] | int, max_items: int | None = None) -> None:
         self.rounds = list(rounds)
         self.sent: list[list[str]] = []
+        self.max_items = max_items  # more items in one request → HTTP 413
 
     async def bulk(self, operations: list[dict[str, Any]], refresh: bool) -> dict[str, Any]:
         ids = [next(iter(op.values()))["_id"] for op in operations[::2]]
         self.sent.append(ids)
-        statuses = self.rounds.pop(0)
+        if self.max_items is not None and len(ids) > self.max_items:
+            raise _api_error(413)
+        if self.rounds and isinstance(self.rounds[0], int):  # the whole request refused
+            raise _api_error(self.rounds.pop(0))  # type: ignore[arg-type]
+        statuses = self.rounds.pop(0) if self.rounds else [201] * len(ids)
+        assert isinstance(statuses, list)
         items = [{"index": {"_id": i, "status": st, **({"error": {"type": f"e{st}", "reason": "why"}}
                                                           if st >= 300 else {})}}
                  for i, st in zip(ids, statuses, strict=True)]
@@ -376,8 +387,14 @@ class _Bulk:
         return None
 
 
+def _api_error(status: int) -> ApiError:
+    meta = ApiResponseMeta(status=status, http_version="1.1", headers=HttpHeaders(), duration=0.0,
+                           node=NodeConfig("http", "127.0.0.1", 9200))
+    return ApiError(f"HTTP {status}", meta=meta, body={"error": {"type": f"status_{status}"}})
+
+
 def _sink(client: _Bulk, monkeypatch: pytest.MonkeyPatch) -> ElasticSink:
-    monkeypatch.setattr("streams.eventlog.THROTTLE_FIRST_S", 0.001)
+    monkeypatch.setattr("streams.eventlog.THROTTLE", Backoff(first_s=0.001, max_s=0.002))
     sink = ElasticSink(ElasticSettings())
     sink._client = client  # type: ignore[assignment]
     return sink
@@ -409,3 +426,34 @@ async def test_a_lost_conditional_write_is_retriable(monkeypatch: pytest.MonkeyP
     client = _Bulk([201, 409, 201])
     with pytest.raises(ConcurrentUpdate):
         await _sink(client, monkeypatch).write(_three())
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_a_refused_key_is_the_clusters_fault_not_the_records(
+    status: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An expired key (401) or a missing privilege (403) is retried (nothing dead-lettered),
+    says so until a request passes, then clears by itself."""
+    client = _Bulk(status)
+    sink = _sink(client, monkeypatch)
+    with pytest.raises(AccessDenied, match=f"HTTP {status}") as raised:
+        await sink.write(_three())
+    assert raised.value.retriable
+    assert sink.refusing is not None and f"HTTP {status}" in sink.refusing
+    assert ELASTIC_ACCESS_DENIED._value.get() == 1
+    await sink.write(_three())  # the operator fixed the key
+    assert sink.refusing is None and ELASTIC_ACCESS_DENIED._value.get() == 0
+
+
+async def test_a_bulk_too_large_is_split_until_it_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = _Bulk(max_items=1)
+    docs = [EsDocument("i", f"t-0-{n}", {"n": n}) for n in range(4)]
+    await _sink(client, monkeypatch).write(docs)
+    written = [ids for ids in client.sent if len(ids) == 1]
+    assert sorted(i for ids in written for i in ids) == [d.id for d in docs]
+
+
+async def test_one_document_too_large_alone_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = _Bulk(max_items=0)
+    with pytest.raises(EffectFailed, match="alone is larger than the cluster accepts"):
+        await _sink(client, monkeypatch).write([EsDocument("i", "t-0-0", {"n": 0})])
