@@ -66,7 +66,7 @@ def load_corpus(path: Path, limit: int | None) -> list[DocumentEvent]:
 
 
 def pipeline_chunks(docs: list[DocumentEvent], settings: WorkerSettings) -> list[str]:
-    counter = load_token_counter(settings.embed_model)
+    counter = load_token_counter(settings.embed_model, settings.model_cache_dir)
     texts: list[str] = []
     for doc in docs:
         texts.extend(c.text for c in make_chunks(doc, counter=counter, max_tokens=settings.chunk_max_tokens,
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run a shipper beside the first pipeline run and record its consumer lag")
     parser.add_argument("--keep-as", default=None, metavar="NAME",
                         help="keep the first run's index as topic prefix NAME. and collection Name "
-                             "(bench.query and bench.eval_scifact use 'scifact')")
+                             "(bench.query uses 'scifact')")
     parser.add_argument("--out", type=Path, default=RESULTS / "ingest.json")
     args = parser.parse_args(argv)
     result = asyncio.run(main_async(args))

@@ -30,7 +30,7 @@ import orjson
 from websockets.asyncio.client import connect
 
 from bench.common import RESULTS, WorkerGroup, free_port, machine_info, percentile, print_table
-from bench.eval_scifact import EVAL_DIR, load_qrels, load_queries
+from bench.eval import EVAL_ROOT, load_qrels, load_queries
 from infra.up import Child, wait_ready
 from query_gateway.tokens import mint
 from schemas.events import QueryEvent, ReplyRoute, utc_now
@@ -187,7 +187,7 @@ async def main_async(args: argparse.Namespace, questions: list[str], tmp: Path, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=EVAL_DIR)
+    parser.add_argument("--data", type=Path, default=(EVAL_ROOT / "scifact"))
     parser.add_argument("--index", default="scifact")
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 50, 200])
     parser.add_argument("--seconds", type=float, default=30.0, help="per concurrency level")

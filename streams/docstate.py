@@ -116,6 +116,14 @@ class DocRegistry:
         states = (DocState.from_properties(dict(o.properties)) for o in result.objects)
         return {s.key: s for s in states}
 
+    async def count(self) -> int:
+        """How many documents have a state (indexed or deleted)."""
+        try:
+            result = await self._collection.aggregate.over_all(total_count=True)
+        except WeaviateBaseError as exc:
+            raise DependencyUnavailable(f"Weaviate: cannot count document states: {exc}") from exc
+        return int(result.total_count or 0)
+
     async def put(self, states: Sequence[DocState]) -> None:
         if not states:
             return

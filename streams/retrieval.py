@@ -1,7 +1,8 @@
 """Hybrid retrieval for one query: embed, search Weaviate, one result per document.
 
 A query's ``variant`` picks the retrieval configuration (A/B tests, evaluation):
-``default``/``hybrid`` use ``hybrid_alpha``; ``dense`` is vector only; ``bm25`` is
+``default``/``hybrid`` use the weight of the question's language (``hybrid_alpha_ko``
+for Korean, ``hybrid_alpha`` otherwise); ``dense`` is vector only; ``bm25`` is
 keywords only; ``alpha=0.3`` sets the weight explicitly. Unknown variants use the
 default and say so in the log.
 """
@@ -17,7 +18,9 @@ from dataclasses import dataclass
 from schemas.events import QueryEvent
 from streams.config import RetrievalSettings
 from streams.embedding import Embedder
+from streams.errors import ModelMismatch
 from streams.generation import Passage
+from streams.keywords import language
 from streams.metrics import EMBED_SECONDS, SEARCH_SECONDS
 from streams.vectorstore import VectorStore
 
@@ -26,6 +29,11 @@ log = logging.getLogger(__name__)
 #: chunks fetched per wanted document, so that collapsing still leaves top_k documents
 CANDIDATES_PER_RESULT = 4
 _ALPHA = re.compile(r"^alpha=(0(\.\d+)?|1(\.0+)?)$")
+
+
+def default_alpha(text: str, settings: RetrievalSettings) -> float:
+    """The fusion weight for this question's language (streams/keywords.py)."""
+    return settings.hybrid_alpha_ko if language(text) == "ko" else settings.hybrid_alpha
 
 
 def variant_alpha(variant: str, default: float) -> float:
@@ -65,15 +73,30 @@ class Retrieved:
 class Retriever:
     def __init__(self, embedder: Embedder, store: VectorStore, settings: RetrievalSettings) -> None:
         self.embedder, self.store, self.settings = embedder, store, settings
+        self._model_checked = False
+
+    async def check_model(self) -> None:
+        """Refuse to search an index whose vectors come from another model than ours."""
+        if self._model_checked:
+            return
+        held = await self.store.index_model()
+        if held is not None and held != self.embedder.model_name:
+            raise ModelMismatch(
+                f"the index holds vectors of {held or 'an unrecorded model'!r} but this answerer "
+                f"embeds questions with {self.embedder.model_name!r}: set AICHAT_EMBED_MODEL to "
+                "the index's model, or re-index (aichat rebuild)"
+            )
+        self._model_checked = held is not None
 
     async def retrieve(self, query: QueryEvent) -> Retrieved:
+        await self.check_model()
         top_k = max(1, min(query.top_k, self.settings.top_k_max))
-        alpha = variant_alpha(query.variant, self.settings.hybrid_alpha)
+        alpha = variant_alpha(query.variant, default_alpha(query.text, self.settings))
         started = time.perf_counter()
         vector: list[float] = [0.0] * max(self.embedder.dim, 1)
         if alpha > 0:  # BM25 alone needs no query vector
             with EMBED_SECONDS.labels("answerer").time():
-                vector = (await self.embedder.embed([query.text]))[0].tolist()
+                vector = (await self.embedder.embed_query(query.text)).tolist()
         embedded = time.perf_counter()
         with SEARCH_SECONDS.time():
             candidates = await self.store.hybrid_search(

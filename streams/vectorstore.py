@@ -9,6 +9,7 @@ through the client's typed filter API, never by string concatenation.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+import numpy as np
 import orjson
 import weaviate
 from weaviate.classes.data import DataObject
@@ -31,26 +33,17 @@ from weaviate.exceptions import (
 from schemas.events import EmbeddedChunk, Scalar
 from streams.config import WeaviateSettings
 from streams.docstate import DOCS_DEFINITION, DocRegistry
-from streams.errors import DependencyUnavailable, EffectFailed
+from streams.errors import DependencyUnavailable, EffectFailed, ModelMismatch
 from streams.generation import Passage
+from streams.keywords import keyword_field
 from streams.weaviate_errors import insert_failed, refused_objects
 
 log = logging.getLogger(__name__)
 
 COLLECTION_FILE = Path(__file__).resolve().parent.parent / "infra" / "weaviate" / "collection.json"
 _RETURN_PROPS = ["doc_id", "tenant", "version", "seq", "title", "text", "source_uri", "metadata_json"]
-#: BM25 runs over these: English-style words in title/text, Korean morphemes in text_ko
-SEARCH_PROPS = ["title", "text", "text_ko"]
-_NOT_HANGUL = re.compile(r"[^\u1100-\u11ff\u3131-\u318e\uac00-\ud7a3]+")
-
-
-def hangul_only(*texts: str) -> str:
-    """The Hangul runs of the texts, space-separated ("" when there are none).
-
-    Korean needs a morphological tokenizer (kagome_kr) for BM25 — 캘린더에 must match
-    캘린더 — but that tokenizer mangles Latin text, so it only ever sees Hangul.
-    """
-    return " ".join(run for t in texts for run in _NOT_HANGUL.split(t) if run)
+#: BM25 runs over this one property: title and text analysed in the pipeline (streams/keywords.py)
+SEARCH_PROPS = ["keywords"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +56,8 @@ class ChunkVector:
 
 class VectorStore(Protocol):
     async def upsert(self, items: Sequence[ChunkVector]) -> None: ...
+
+    async def index_model(self) -> str | None: ...
 
     async def hybrid_search(
         self,
@@ -108,7 +103,7 @@ def build_filter(tenant: str, filters: Mapping[str, Scalar] | None) -> Any:
 
 
 def _chunk_objects(items: Sequence[ChunkVector]) -> list[DataObject[dict[str, Any], None]]:
-    """The Weaviate objects of embedded chunks."""
+    """The Weaviate objects of embedded chunks, keywords analysed (streams/keywords.py)."""
     return [
         DataObject(
             uuid=item.chunk.chunk_id,
@@ -121,10 +116,11 @@ def _chunk_objects(items: Sequence[ChunkVector]) -> list[DataObject[dict[str, An
                 "n_chunks": item.chunk.n_chunks,
                 "title": item.chunk.title,
                 "text": item.chunk.text,
-                "text_ko": hangul_only(item.chunk.title, item.chunk.text),
+                "keywords": keyword_field(item.chunk.title, item.chunk.text),
                 "char_start": item.chunk.char_start,
                 "char_end": item.chunk.char_end,
                 "source_uri": item.chunk.source_uri,
+                "model": item.chunk.model,
                 "trace_id": item.chunk.trace_id,
                 "metadata_json": orjson.dumps(item.chunk.metadata).decode(),
                 **{meta_property(k): _meta_text(v) for k, v in item.chunk.metadata.items()},
@@ -132,6 +128,14 @@ def _chunk_objects(items: Sequence[ChunkVector]) -> list[DataObject[dict[str, An
         )
         for item in items
     ]
+
+
+def _cosine(query: np.ndarray | None, vectors: Any) -> float | None:
+    """The question's cosine similarity to a chunk (both vectors are L2-normalised)."""
+    chunk = (vectors or {}).get("default") if query is not None else None
+    if chunk is None or query is None or len(chunk) != len(query):
+        return None
+    return round(float(np.dot(query, np.asarray(chunk, dtype=np.float32))), 6)
 
 
 def _document_filter(tenant: str, doc_id: str) -> Any:
@@ -153,6 +157,7 @@ class WeaviateStore:
         self.settings = settings
         self._client: weaviate.WeaviateAsyncClient | None = None
         self._properties: set[str] = set()
+        self._model: str | None = None  # of the collection's vectors, once known
 
     async def start(self) -> None:
         s = self.settings
@@ -288,9 +293,41 @@ class WeaviateStore:
         result = await self._collection.aggregate.over_all(total_count=True, filters=where)
         return int(result.total_count or 0)
 
+    async def index_model(self) -> str | None:
+        """The embedding model of the vectors in the collection (None when it is empty;
+        "" for chunks written before the model was recorded)."""
+        if self._model is not None:
+            return self._model
+        try:
+            result = await self._collection.query.fetch_objects(limit=1, return_properties=["model"])
+        except WeaviateBaseError as exc:
+            raise DependencyUnavailable(f"Weaviate: cannot read the index's model: {exc}") from exc
+        if not result.objects:
+            return None
+        self._model = str(result.objects[0].properties.get("model") or "")
+        return self._model
+
+    async def _refuse_other_models(self, items: Sequence[ChunkVector]) -> None:
+        """Vectors of two models in one collection would rank as if comparable: refuse."""
+        held = await self.index_model()
+        if held is None:
+            self._model = held = items[0].chunk.model  # the first writer names the index's model
+        for item in items:
+            if item.chunk.model != held:
+                raise ModelMismatch(
+                    f"chunk {item.chunk.kafka_key} #{item.chunk.seq} was embedded by "
+                    f"{item.chunk.model!r}, but collection {self.settings.weaviate_collection} holds "
+                    f"vectors of {held or 'an unrecorded model'!r}: one model per collection; to change "
+                    "it, re-index (aichat rebuild, or a new AICHAT_WEAVIATE_COLLECTION)"
+                )
+
     async def upsert(self, items: Sequence[ChunkVector]) -> None:
+        if not items:
+            return
+        await self._refuse_other_models(items)
         await self._ensure_meta_properties({k for item in items for k in item.chunk.metadata})
-        objects = _chunk_objects(items)
+        # keyword analysis (MeCab) is CPU work: off the event loop
+        objects = await asyncio.to_thread(_chunk_objects, items)
         try:
             result = await self._collection.data.insert_many(objects)
         except WeaviateConnectionError as exc:
@@ -317,7 +354,7 @@ class WeaviateStore:
             return []  # no document has that metadata key: nothing can match
         try:
             result = await self._collection.query.hybrid(
-                query=text,
+                query=keyword_field(text) or text,
                 vector=list(vector),
                 alpha=alpha,
                 limit=top_k,
@@ -325,9 +362,11 @@ class WeaviateStore:
                 filters=build_filter(tenant, filters),
                 return_metadata=MetadataQuery(score=True),
                 return_properties=_RETURN_PROPS,
+                include_vector=alpha > 0,  # for each passage's similarity to the question
             )
         except (WeaviateConnectionError, WeaviateQueryError) as exc:
             raise DependencyUnavailable(f"Weaviate search failed: {exc}") from exc
+        query = np.asarray(vector, dtype=np.float32) if alpha > 0 else None
         return [
             Passage(
                 doc_id=str(obj.properties["doc_id"]),
@@ -336,6 +375,7 @@ class WeaviateStore:
                 text=str(obj.properties.get("text") or ""),
                 score=float(obj.metadata.score or 0.0),
                 source_uri=str(obj.properties.get("source_uri") or ""),
+                similarity=_cosine(query, obj.vector),
             )
             for obj in result.objects
         ]

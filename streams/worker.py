@@ -27,7 +27,9 @@ from streams.config import WorkerSettings
 from streams.context import AgentContext, Resources
 from streams.embedding import SentenceTransformerEmbedder
 from streams.eventlog import ElasticSink
+from streams.generation import ExtractiveGenerator
 from streams.llm import OpenAIChatGenerator
+from streams.models import answer_min_similarity
 from streams.topics import Topics
 from streams.vectorstore import WeaviateStore
 
@@ -51,6 +53,11 @@ def build(settings: WorkerSettings, role: str) -> tuple[faust.App, AgentContext]
         ctx.sink = ElasticSink(settings)
     if "answerer" in agents and settings.generator == "openai":
         ctx.generator = OpenAIChatGenerator(settings)
+    elif "answerer" in agents:
+        threshold = settings.answer_min_similarity
+        if threshold is None:
+            threshold = answer_min_similarity(settings.embed_model)
+        ctx.generator = ExtractiveGenerator(min_similarity=threshold)
     for name in agents:
         importlib.import_module(f"streams.agents.{name}").register(app, ctx)
     lag.register(app, settings)  # aichat_consumer_lag_messages of this role's group

@@ -31,7 +31,7 @@ from schemas.events import (
     Source,
 )
 from streams.context import AgentContext
-from streams.errors import DependencyUnavailable, EffectFailed
+from streams.errors import DependencyUnavailable, EffectFailed, ModelMismatch
 from streams.generation import Passage
 from streams.metrics import ANSWER_SECONDS
 from streams.processing import Incoming, dead_letter, process
@@ -124,6 +124,14 @@ def register(app: faust.App, ctx: AgentContext) -> None:
             await reply.emit("error", error=AnswerError(
                 code="deadline_exceeded",
                 message="the answer could not be completed before the query's deadline"))
+        except ModelMismatch as exc:  # an operator's mistake: say it to the client and the log
+            outcome = "misconfigured"
+            error = AnswerError(code="misconfigured", message="the search index and the question "
+                                "embedding model differ; an operator must re-index")
+            log.error("query %s refused (error_id %s): %s", query.query_id, error.error_id, exc,
+                      extra={"query_id": query.query_id, "trace_id": query.trace_id,
+                             "error_id": error.error_id})
+            await reply.emit("error", error=error)
         except DependencyUnavailable as exc:
             # a query is time-bound: say so now instead of retrying past its deadline
             outcome = "unavailable"

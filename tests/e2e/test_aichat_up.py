@@ -34,7 +34,7 @@ def test_up_answers_a_question_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> No
             assert up.poll() is None, log.read_text(errors="replace")[-3000:]
             assert time.monotonic() < deadline, "aichat up not ready in 240 s"
             time.sleep(1)
-        assert "ingested 4 sample documents" in log.read_text()
+        assert "ingested 7 sample documents" in log.read_text()
 
         url = f"ws://127.0.0.1:{env['AICHAT_GATEWAY_PORT']}/ws"
         asked = subprocess.run([*AICHAT, "ask", "--url", url, "How many vacation days do employees get?"],
@@ -42,6 +42,13 @@ def test_up_answers_a_question_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> No
         assert asked.returncode == 0, asked.stderr
         assert "25 days of paid vacation" in asked.stdout
         assert "[1] sample/vacation-policy.md" in asked.stdout
+        # a paraphrase: 비밀번호 (password) and 바꾸다 (change) are not the document's words
+        # (암호, 변경), so keyword search alone would miss it; the model reads Korean
+        asked = subprocess.run([*AICHAT, "ask", "--url", url, "비밀번호는 얼마나 자주 바꿔야 하나요?"],
+                               env=full_env, capture_output=True, text=True, timeout=60)
+        assert asked.returncode == 0, asked.stderr
+        assert "[1] sample/security-ko.md" in asked.stdout
+        assert "90일마다" in asked.stdout
 
         up.send_signal(signal.SIGINT)  # Ctrl-C
         assert up.wait(timeout=60) == 0

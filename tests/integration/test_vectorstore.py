@@ -11,7 +11,7 @@ import pytest
 from schemas.codec import pack_vector
 from schemas.events import EmbeddedChunk, chunk_uuid
 from streams.config import WorkerSettings
-from streams.errors import EffectFailed, is_retriable
+from streams.errors import EffectFailed, ModelMismatch, is_retriable
 from streams.vectorstore import ChunkVector, WeaviateStore
 
 
@@ -129,3 +129,27 @@ async def test_a_delete_removes_only_its_own_tenants_document(store: WeaviateSto
     assert await store.delete_chunks("globex", "1", versions_up_to=1) == 1
     assert await store.count_chunks("acme", "1") == 1
     assert await store.count_chunks("globex", "1") == 0
+
+
+async def test_korean_and_english_keywords_match_across_inflections(store: WeaviateStore) -> None:
+    """BM25 over the pre-analysed keywords: 캘린더에 finds 캘린더, "carried" finds "carry"."""
+    await store.upsert([
+        _item("ko", "원격 근무일은 팀 캘린더에 미리 등록해야 합니다.", _unit(1)),
+        _item("en", "Unused days can be carried over into the next year.", _unit(0, 1)),
+        _item("other", "전혀 관계없는 문서입니다. Nothing related here.", _unit(0, 0, 1)),
+    ])
+    ko = await store.hybrid_search("캘린더는 어디서 등록하나요?", _unit(0, 0, 0, 1).tolist(),
+                                   tenant="default", top_k=3, alpha=0.0)
+    assert ko[0].doc_id == "ko"
+    en = await store.hybrid_search("can I carry days over", _unit(0, 0, 0, 1).tolist(),
+                                   tenant="default", top_k=3, alpha=0.0)
+    assert en[0].doc_id == "en"
+
+
+async def test_vectors_of_another_model_are_refused(store: WeaviateStore) -> None:
+    await store.upsert([_item("a", "first model", _unit(1))])
+    other = _item("b", "second model", _unit(0, 1))
+    other = ChunkVector(other.chunk.model_copy(update={"model": "another-model"}), other.vector)
+    with pytest.raises(ModelMismatch, match="one model per collection"):
+        await store.upsert([other])
+    assert await store.index_model() == "test"

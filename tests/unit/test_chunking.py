@@ -25,7 +25,7 @@ from streams.chunking import (
     sentences,
 )
 from streams.config import RetrievalSettings
-from streams.embedding import resolve_model_path
+from streams.models import resolve_model_path
 
 MODEL_DIR = Path(resolve_model_path(DEFAULT_MODEL))
 MAX_SEQ_LENGTH = 256  # sentence_bert_config.json of the bundled model

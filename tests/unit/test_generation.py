@@ -42,9 +42,23 @@ async def test_streams_a_few_words_per_delta_in_reading_order() -> None:
     assert text.index("accrue") < text.index("requests")
 
 
-def test_terms_drop_stopwords_and_add_hangul_bigrams() -> None:
-    assert "the" not in terms("the vacation")
-    assert {"원격", "격근"} <= terms("원격근무")
+def test_terms_are_morphemes_and_stems_without_question_words() -> None:
+    assert terms("How do the vacations work?") == {"vacat", "work"}
+    assert {"원격", "근무"} <= terms("원격근무")
+
+
+async def test_a_paraphrase_is_answered_by_meaning_only_when_close_enough() -> None:
+    """비밀번호 (password) shares no term with 암호 (password): the closest chunk is quoted
+    when its vector is similar enough to the question's, never otherwise."""
+    text = "사내 계정의 암호는 90일마다 변경해야 합니다. 2단계 인증을 설정합니다."
+    near = Passage(doc_id="sec", chunk_id="c", title="보안", text=text, score=1.0, similarity=0.86)
+    far = Passage(doc_id="sec", chunk_id="c", title="보안", text=text, score=1.0, similarity=0.7)
+    question = "비밀번호는 얼마나 자주 바꿔야 하나요?"
+    generator = ExtractiveGenerator(min_similarity=0.8)
+    answer = "".join([t async for t in generator.generate(question, [near])])
+    assert "90일마다" in answer and "[1]" in answer
+    assert "".join([t async for t in generator.generate(question, [far])]) == NOTHING_FOUND
+    assert "".join([t async for t in ExtractiveGenerator().generate(question, [near])]) == NOTHING_FOUND
 
 
 async def test_markdown_headings_are_not_quoted_as_answers() -> None:
@@ -52,10 +66,3 @@ async def test_markdown_headings_are_not_quoted_as_answers() -> None:
     answer = await _answer("remote work days", passages)
     assert not answer.startswith("#")
     assert "three days a week" in answer
-
-
-def test_only_hangul_reaches_the_korean_tokenizer() -> None:
-    from streams.vectorstore import hangul_only
-
-    assert hangul_only("원격 근무", "Use the VPN and 팀 캘린더에 등록.") == "원격 근무 팀 캘린더에 등록"
-    assert hangul_only("English only", "no Korean here") == ""

