@@ -189,7 +189,7 @@ async def _run_ask(args: argparse.Namespace) -> int:
             if kind == "sources":
                 sources = frame.get("sources", [])
             elif kind == "token":
-                print(frame.get("delta", ""), end="", flush=True)
+                print(printable(str(frame.get("delta", ""))), end="", flush=True)
             elif kind == "done":
                 print()
                 _print_sources(sources)
@@ -198,7 +198,8 @@ async def _run_ask(args: argparse.Namespace) -> int:
                 return 0
             elif kind == "error":
                 print(
-                    f"\nerror {frame.get('code')}: {frame.get('message')} (error_id {frame.get('error_id')})",
+                    printable(f"\nerror {frame.get('code')}: {frame.get('message')} "
+                              f"(error_id {frame.get('error_id')})"),
                     file=sys.stderr,
                 )
                 return 1
@@ -209,6 +210,16 @@ async def _run_ask(args: argparse.Namespace) -> int:
     return 1
 
 
+#: terminal control: escape sequences (CSI, OSC, other ESC), then any other control character
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Answer text as the terminal should show it: a document cannot move the cursor,
+    retitle the window or hide text with escape sequences (newlines and tabs stay)."""
+    return _CONTROL.sub("", text)
+
+
 def _print_sources(sources: list[dict[str, Any]]) -> None:
     if not sources:
         print("\nsources: none")
@@ -216,7 +227,7 @@ def _print_sources(sources: list[dict[str, Any]]) -> None:
     print("\nsources:")
     for n, src in enumerate(sources, 1):
         title = src.get("title") or "(untitled)"
-        print(f"  [{n}] {src.get('doc_id')}  {title}  score {float(src.get('score', 0.0)):.3f}")
+        print(printable(f"  [{n}] {src.get('doc_id')}  {title}  score {float(src.get('score', 0.0)):.3f}"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

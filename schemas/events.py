@@ -36,6 +36,10 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+#: Weaviate keeps numbers as doubles: a larger version (a nanosecond timestamp) would be
+#: rounded, and "delete versions below N" could then remove what was just written
+MAX_VERSION = 2**53 - 1
+
 #: A document is (tenant, doc_id): two tenants may use the same doc_id.
 DocKey = tuple[str, str]
 
@@ -95,7 +99,11 @@ class DocumentEvent(Event, OfDocument):
     op: Literal["upsert", "delete"] = "upsert"
     doc_id: DocId
     tenant: Tenant = "default"
-    version: int = Field(ge=0, description="monotonic per document; the higher wins")
+    version: int = Field(
+        ge=0, le=MAX_VERSION,
+        description="monotonic per document; the higher wins; at most 2^53 - 1 (what every "
+        "store holds exactly)",
+    )
     title: str = Field("", max_length=1_000)
     text: str = Field("", description="full text; empty for op=delete")
     content_type: str = "text/plain"
@@ -121,7 +129,7 @@ class ChunkEvent(Event, OfDocument):
     chunk_id: str
     doc_id: DocId
     tenant: Tenant = "default"
-    version: int = Field(ge=0)
+    version: int = Field(ge=0, le=MAX_VERSION)
     seq: int = Field(ge=0)
     n_chunks: int = Field(ge=0)
     text: str = ""
@@ -163,7 +171,7 @@ class DocumentIndexed(Event, OfDocument):
 
     doc_id: DocId
     tenant: Tenant = "default"
-    version: int = Field(ge=0)
+    version: int = Field(ge=0, le=MAX_VERSION)
     outcome: Literal["indexed", "deleted", "stale", "unchanged"]
     n_chunks: int = Field(0, ge=0)
     removed_chunks: int = Field(0, ge=0, description="chunks of older versions removed")

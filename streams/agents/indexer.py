@@ -73,6 +73,16 @@ def plan_batch(
             if last:
                 plan.finished.append(Finish("stale", chunk, msg))
             continue
+        if (chunk.op == "upsert" and state is not None and state.version == chunk.version
+                and state.status == "indexed" and state.content_hash and chunk.content_hash
+                and state.content_hash != chunk.content_hash):
+            if last:  # one dead letter per version, not per chunk
+                plan.rejected.append(
+                    (msg, f"version {chunk.version} of {chunk.kafka_key} is already indexed with "
+                          "other content (a different content hash): publish the change as a "
+                          "higher version")
+                )
+            continue
         if chunk.op == "upsert":
             plan.upserts.append((chunk, msg))
             if last:

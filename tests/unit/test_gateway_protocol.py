@@ -150,3 +150,10 @@ def test_dumps_is_compact_json() -> None:
         "id": "q1",
         "query_id": "u-1",
     }
+
+
+def test_aichat_ask_strips_terminal_control_sequences() -> None:
+    from query_gateway.cli import printable
+
+    hostile = "25 days\x1b[2J\x1b]0;pwned\x07 of \x1b[31mpaid\x1b[0m vacation\x08\r\nnext\tline"
+    assert printable(hostile) == "25 days of paid vacation\nnext\tline"

@@ -90,3 +90,14 @@ def test_tenants_with_the_same_doc_id_do_not_affect_each_other() -> None:
     plan = plan_batch([(None, chunk("1", 8, op="unchanged", tenant="globex"))],
                       states_of(state("1", 7, tenant="acme")), NOW)
     assert plan.finished == [] and len(plan.rejected) == 1
+
+
+def test_the_same_version_with_other_content_is_a_conflict_not_a_partial_update() -> None:
+    batch = [chunk("d", 4, 0, 2, h="new"), chunk("d", 4, 1, 2, h="new")]
+    plan = plan_batch([(None, c) for c in batch], states_of(state("d", 4, h="old")), NOW)
+    assert plan.upserts == [] and plan.finished == []
+    [(_, reason)] = plan.rejected
+    assert "already indexed with other content" in reason and "higher version" in reason
+    # a replay of the indexed content is no conflict
+    plan = plan_batch([(None, chunk("d", 4, 0, 1, h="old"))], states_of(state("d", 4, h="old")), NOW)
+    assert [f.outcome for f in plan.finished] == ["indexed"]

@@ -110,3 +110,11 @@ def test_committed_json_schemas_match_the_models() -> None:
         path = JSON_DIR / name
         assert path.exists(), f"{path} missing: run python -m schemas.generate"
         assert path.read_bytes() == content, f"{path} is stale: run python -m schemas.generate"
+
+
+def test_versions_stay_within_what_every_store_holds_exactly() -> None:
+    from schemas.events import MAX_VERSION
+
+    DocumentEvent(doc_id="d", version=MAX_VERSION, text="x")
+    with pytest.raises(ValueError, match="less than or equal"):
+        DocumentEvent(doc_id="d", version=MAX_VERSION + 1, text="x")  # a nanosecond timestamp
