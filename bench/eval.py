@@ -198,6 +198,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     ingest = await ensure_index(args.data, name, env, settings, logs, args.reingest)
     print(f"index {settings.weaviate_collection}: {ingest}", flush=True)
     queries = load_queries(args.data / "queries_all.jsonl")
+    fuse = f"{args.fusion}:" if args.fusion else ""  # the tuned hybrid's fusion (default: the setting's)
     splits = {s: load_qrels(args.data / "qrels" / f"{s}.tsv") for s in ("train", "test", "all")
               if (args.data / "qrels" / f"{s}.tsv").is_file()}
     workers = WorkerGroup("answer", 1, env, logs)
@@ -207,11 +208,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     try:
         tuning = {}  # nDCG@10 needs the first 10 documents only: a cheaper pass
         for alpha in args.alphas:
-            tuning[str(alpha)] = await evaluate(path, queries, splits["train"], f"alpha={alpha}",
+            tuning[str(alpha)] = await evaluate(path, queries, splits["train"], f"{fuse}alpha={alpha}",
                                                 args.concurrency, top_k=10)
             print(f"train alpha={alpha}: {tuning[str(alpha)]}", flush=True)
         best = float(max(tuning, key=lambda a: tuning[a]["ndcg@10"]))
-        variants = {"dense": "dense", "bm25": "bm25", "hybrid": f"alpha={best}", "default": "default"}
+        variants = {"dense": "dense", "bm25": "bm25", "hybrid": f"{fuse}alpha={best}", "default": "default"}
         reported = {**splits["test"], **splits.get("all", {})}  # each query asked once per variant
         results: dict[str, dict[str, Any]] = {s: {} for s in ("test", "all") if s in splits}
         for label, variant in variants.items():
@@ -234,7 +235,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                    "default_alpha": {"en": base.hybrid_alpha, "ko": base.hybrid_alpha_ko},
                    "model": base.embed_model, "chunk_max_tokens": base.chunk_max_tokens,
                    "chunk_overlap_tokens": base.chunk_overlap_tokens,
-                   "fusion": "Weaviate relativeScoreFusion", "bm25_properties": SEARCH_PROPS,
+                   "fusion": {"tuned_hybrid": args.fusion or base.hybrid_fusion, "default": base.hybrid_fusion},
+                   "bm25_properties": SEARCH_PROPS,
                    "keyword_analyser": ANALYSER_VERSION, "collapse": "best chunk per document"},
         "ingest": ingest,
         "published": PUBLISHED.get(set_name, {}),
@@ -252,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reingest", action="store_true", help="index the corpus again even if present")
     parser.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--fusion", choices=["relative_score", "ranked"], default=None,
+                        help="the fusion of the tuned hybrid (default: AICHAT_HYBRID_FUSION)")
     parser.add_argument("--logs", default="/tmp/aichat-bench/logs/eval")
     parser.add_argument("--out", type=Path, default=None, help="default bench/results/eval_<set>.json")
     args = parser.parse_args(argv)

@@ -80,21 +80,47 @@ def raw_throughput(texts: list[str], settings: WorkerSettings, batch_sizes: list
 
     embedder = SentenceTransformerEmbedder(settings)
     embedder.load()
-    model = embedder._model
-    model.encode(texts[:64], batch_size=32)  # warm-up
+    model, prompt = embedder._model, embedder.prompts.passage  # what the embedder agent sends
+
+    def encode(items: list[str], size: int) -> None:
+        model.encode(items, batch_size=size, prompt=prompt, normalize_embeddings=True,
+                     show_progress_bar=False)
+
+    encode(texts[:64], 32)  # warm-up
     sample = texts[: min(len(texts), 1500)]
     by_size = {}
     for size in batch_sizes:
         started = time.perf_counter()
-        model.encode(sample, batch_size=size, normalize_embeddings=True, show_progress_bar=False)
+        encode(sample, size)
         by_size[size] = len(sample) / (time.perf_counter() - started)
     best = max(by_size, key=lambda k: by_size[k])
     started = time.perf_counter()
-    model.encode(texts, batch_size=best, normalize_embeddings=True, show_progress_bar=False)
+    encode(texts, best)
     elapsed = time.perf_counter() - started
     return {"chunks": len(texts), "best_batch_size": best, "seconds": round(elapsed, 2),
             "chunks_per_s": round(len(texts) / elapsed, 1),
-            "sample_chunks_per_s_by_batch": {str(k): round(v, 1) for k, v in by_size.items()}}
+            "sample_chunks_per_s_by_batch": {str(k): round(v, 1) for k, v in by_size.items()},
+            **query_latency(embedder)}
+
+
+QUESTIONS = ["How many vacation days do employees get?", "원격 근무는 일주일에 며칠 가능한가요?",
+             "Does vitamin D reduce the risk of fractures?", "비밀번호는 얼마나 자주 바꿔야 하나요?"]
+
+
+def query_latency(embedder: Any, rounds: int = 25) -> dict[str, float]:
+    """One question alone (p50 ms), and per question in a batch of 32 (ms): the answerer's cost."""
+    alone = []
+    for i in range(rounds):
+        started = time.perf_counter()
+        embedder.embed_sync([QUESTIONS[i % len(QUESTIONS)]], embedder.prompts.query)
+        alone.append((time.perf_counter() - started) * 1000)
+    batch = [QUESTIONS[i % len(QUESTIONS)] for i in range(32)]
+    started = time.perf_counter()
+    for _ in range(3):
+        embedder.embed_sync(batch, embedder.prompts.query)
+    per_question = (time.perf_counter() - started) * 1000 / (3 * 32)
+    return {"query_embed_ms_p50": round(percentile(alone, 50), 1),
+            "query_embed_ms_in_batch_of_32": round(per_question, 1)}
 
 
 async def collect_acks(settings: WorkerSettings, wanted: int, timeout_s: float) -> list[DocumentIndexed]:
@@ -208,6 +234,24 @@ def isolated(settings: WorkerSettings, tag: str, name: str | None = None) -> tup
                                             "elastic_index_prefix": env["AICHAT_ELASTIC_INDEX_PREFIX"]})
 
 
+async def compare_model(name: str, docs: list[DocumentEvent], base: WorkerSettings,
+                        logs: Path) -> dict[str, Any]:
+    """Raw encode and one pipeline worker with another model, on the same documents."""
+    model_settings = base.model_copy(update={"embed_model": name})
+    texts = pipeline_chunks(docs, model_settings)
+    raw = raw_throughput(texts, model_settings, [16, 32, 64])
+    env, settings = isolated(model_settings, "cmp")
+    env["AICHAT_EMBED_MODEL"] = name
+    try:
+        result = await run_pipeline(docs, len(texts), 1, env, settings, logs / f"cmp-{name}")
+    finally:
+        await drop_state(settings)
+    result["ratio"] = round(result["chunks_per_s"] / raw["chunks_per_s"], 3)
+    print(f"{name}: raw {raw['chunks_per_s']} chunks/s, pipeline {result['chunks_per_s']} "
+          f"(ratio {result['ratio']})", flush=True)
+    return {"model": name, "raw": raw, "pipeline": result}
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     base = load_settings(WorkerSettings)
     docs = load_corpus(args.corpus, args.limit)
@@ -234,6 +278,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         result["ratio"] = round(result["chunks_per_s"] / raw["chunks_per_s"], 3)
         pipeline.append(result)
         print(f"pipeline, {workers} worker(s): {result['chunks_per_s']} chunks/s, ratio {result['ratio']}", flush=True)
+    compared = [await compare_model(name, docs, base, logs) for name in args.compare_model]
     env, settings = isolated(base, "fresh")
     try:
         fresh = await run_freshness(docs[: int(args.fresh_seconds * args.fresh_rate)], args.fresh_rate,
@@ -245,6 +290,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "batch": {"max_events": base.batch_max_events, "max_wait_ms": base.batch_max_wait_ms,
                       "embed_batch_size": base.embed_batch_size},
             "raw": raw, "raw_chunks_per_s": raw["chunks_per_s"], "pipeline": pipeline,
+            "compared_models": compared,
             "pipeline_chunks_per_s": {str(p["workers"]): p["chunks_per_s"] for p in pipeline},
             "ratio": {str(p["workers"]): p["ratio"] for p in pipeline},
             "freshness": fresh, "freshness_p50_ms": fresh["freshness_p50_ms"],
@@ -265,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-as", default=None, metavar="NAME",
                         help="keep the first run's index as topic prefix NAME. and collection Name "
                              "(bench.query uses 'scifact')")
+    parser.add_argument("--compare-model", nargs="*", default=[], metavar="MODEL",
+                        help="also measure these models (raw encode, one pipeline worker) on the same documents")
     parser.add_argument("--out", type=Path, default=RESULTS / "ingest.json")
     args = parser.parse_args(argv)
     result = asyncio.run(main_async(args))
@@ -276,6 +324,17 @@ def main(argv: list[str] | None = None) -> int:
     print_table(["freshness at", "docs", "p50 ms", "p95 ms", "max ms"],
                 [(f"{f['rate_docs_per_s']} docs/s", f["documents"], f["freshness_p50_ms"],
                   f["freshness_p95_ms"], f["freshness_max_ms"])])
+    if result["compared_models"]:
+        rows = [(result["model"], result["raw"]["chunks"], result["raw"]["chunks_per_s"],
+                 result["pipeline"][0]["chunks_per_s"], result["pipeline"][0]["ratio"],
+                 f"{result['pipeline'][0]['peak_rss_mb'][0]:.0f}", result["raw"]["query_embed_ms_p50"],
+                 result["raw"]["query_embed_ms_in_batch_of_32"])]
+        rows += [(c["model"], c["raw"]["chunks"], c["raw"]["chunks_per_s"], c["pipeline"]["chunks_per_s"],
+                  c["pipeline"]["ratio"], f"{c['pipeline']['peak_rss_mb'][0]:.0f}",
+                  c["raw"]["query_embed_ms_p50"], c["raw"]["query_embed_ms_in_batch_of_32"])
+                 for c in result["compared_models"]]
+        print_table(["model", "chunks", "raw chunks/s", "pipeline (1 worker)", "ratio", "worker RSS MB",
+                     "question alone ms", "ms/question in 32"], rows)
     lagged = [p for p in result["pipeline"] if "shipper_lag_messages" in p]
     if lagged:
         lag = lagged[0]["shipper_lag_messages"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
@@ -146,6 +146,11 @@ class RetrievalSettings(_Base):
         0.5, ge=0.0, le=1.0,
         description="weight of the vector half for English (and other) questions: 0 = BM25 only, "
         "1 = vector only; tuned on SciFact train (bench/eval.py)",
+    )
+    hybrid_fusion: Literal["relative_score", "ranked"] = Field(
+        "relative_score",
+        description="how Weaviate fuses the keyword and vector rankings: rescaled scores "
+        "(relative_score) or reciprocal ranks (ranked)",
     )
     hybrid_alpha_ko: float = Field(
         0.5, ge=0.0, le=1.0,

@@ -29,11 +29,24 @@ log = logging.getLogger(__name__)
 #: chunks fetched per wanted document, so that collapsing still leaves top_k documents
 CANDIDATES_PER_RESULT = 4
 _ALPHA = re.compile(r"^alpha=(0(\.\d+)?|1(\.0+)?)$")
+#: Weaviate's fusions of the keyword and vector rankings: scores rescaled to [0, 1] and
+#: summed with the weights, or reciprocal ranks summed
+FUSIONS = ("relative_score", "ranked")
 
 
 def default_alpha(text: str, settings: RetrievalSettings) -> float:
     """The fusion weight for this question's language (streams/keywords.py)."""
     return settings.hybrid_alpha_ko if language(text) == "ko" else settings.hybrid_alpha
+
+
+def variant_fusion(variant: str, default: str) -> tuple[str, str]:
+    """(fusion, the rest of the variant): ``ranked:alpha=0.5`` → ("ranked", "alpha=0.5")."""
+    for fusion in FUSIONS:
+        if variant == fusion:
+            return fusion, "default"
+        if variant.startswith(fusion + ":"):
+            return fusion, variant[len(fusion) + 1:]
+    return default, variant
 
 
 def variant_alpha(variant: str, default: float) -> float:
@@ -91,7 +104,8 @@ class Retriever:
     async def retrieve(self, query: QueryEvent) -> Retrieved:
         await self.check_model()
         top_k = max(1, min(query.top_k, self.settings.top_k_max))
-        alpha = variant_alpha(query.variant, default_alpha(query.text, self.settings))
+        fusion, variant = variant_fusion(query.variant, self.settings.hybrid_fusion)
+        alpha = variant_alpha(variant, default_alpha(query.text, self.settings))
         started = time.perf_counter()
         vector: list[float] = [0.0] * max(self.embedder.dim, 1)
         if alpha > 0:  # BM25 alone needs no query vector
@@ -101,7 +115,7 @@ class Retriever:
         with SEARCH_SECONDS.time():
             candidates = await self.store.hybrid_search(
                 query.text, vector, tenant=query.tenant, top_k=top_k * CANDIDATES_PER_RESULT,
-                alpha=alpha, filters=query.filters,
+                alpha=alpha, filters=query.filters, fusion=fusion,
             )
         done = time.perf_counter()
         return Retrieved(

@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 import weaviate
 from weaviate.classes.data import DataObject
-from weaviate.classes.query import Filter, MetadataQuery
+from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
 from weaviate.exceptions import (
     UnexpectedStatusCodeError,
     WeaviateBaseError,
@@ -68,6 +68,7 @@ class VectorStore(Protocol):
         top_k: int,
         alpha: float,
         filters: Mapping[str, Scalar] | None = None,
+        fusion: str = "relative_score",
     ) -> list[Passage]: ...
 
 
@@ -348,6 +349,7 @@ class WeaviateStore:
         top_k: int,
         alpha: float,
         filters: Mapping[str, Scalar] | None = None,
+        fusion: str = "relative_score",
     ) -> list[Passage]:
         unknown = {meta_property(k) for k in (filters or {}) if k not in CHUNK_FILTERS} - self._properties
         if unknown and unknown - await self._load_properties():
@@ -363,6 +365,7 @@ class WeaviateStore:
                 return_metadata=MetadataQuery(score=True),
                 return_properties=_RETURN_PROPS,
                 include_vector=alpha > 0,  # for each passage's similarity to the question
+                fusion_type=HybridFusion.RANKED if fusion == "ranked" else HybridFusion.RELATIVE_SCORE,
             )
         except (WeaviateConnectionError, WeaviateQueryError) as exc:
             raise DependencyUnavailable(f"Weaviate search failed: {exc}") from exc

