@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", nargs="?", default=DEFAULT_MODEL, choices=sorted(CATALOGUE))
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     args = parser.parse_args(argv)
-    print(resolve_model_path(args.name, args.cache_dir))  # noqa: T201 - the CLI's output
+    sys.stdout.write(resolve_model_path(args.name, args.cache_dir) + "\n")  # the CLI's output
     return 0
 
 
