@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from schemas.events import EmbeddedChunk, Scalar
 from streams.config import WeaviateSettings
 from streams.docstate import DOCS_DEFINITION, DocRegistry
 from streams.errors import DependencyUnavailable, EffectFailed, ModelMismatch
+from streams.filters import CHUNK_FILTERS, build_filter, document_filter, meta_property, meta_text
 from streams.generation import Passage
 from streams.keywords import keyword_field
 from streams.weaviate_errors import insert_failed, refused_objects
@@ -78,31 +78,6 @@ def collection_definition(name: str) -> dict[str, Any]:
     return definition
 
 
-#: chunk properties a query may filter on directly; any other key is document metadata
-CHUNK_FILTERS = frozenset({"doc_id", "source_uri", "version"})
-
-
-def meta_property(key: str) -> str:
-    """The Weaviate property holding one metadata key (``meta_<key>``, safe characters only)."""
-    return "meta_" + re.sub(r"[^0-9A-Za-z_]", "_", key)
-
-
-def build_filter(tenant: str, filters: Mapping[str, Scalar] | None) -> Any:
-    """Tenant filter AND equality filters, through the typed filter API only.
-
-    Values are only ever values: a filter like ``{"category": '" OR 1=1'}`` matches the
-    documents whose category is that literal string. Metadata is stored as text, so a
-    metadata filter compares the value's text (``1`` and ``"1"`` are equal).
-    """
-    clause = Filter.by_property("tenant").equal(tenant)
-    for key, value in (filters or {}).items():
-        if key in CHUNK_FILTERS:
-            clause = clause & Filter.by_property(key).equal(value)
-        else:
-            clause = clause & Filter.by_property(meta_property(key)).equal(_meta_text(value))
-    return clause
-
-
 def _chunk_objects(items: Sequence[ChunkVector]) -> list[DataObject[dict[str, Any], None]]:
     """The Weaviate objects of embedded chunks, keywords analysed (streams/keywords.py)."""
     return [
@@ -124,7 +99,7 @@ def _chunk_objects(items: Sequence[ChunkVector]) -> list[DataObject[dict[str, An
                 "model": item.chunk.model,
                 "trace_id": item.chunk.trace_id,
                 "metadata_json": orjson.dumps(item.chunk.metadata).decode(),
-                **{meta_property(k): _meta_text(v) for k, v in item.chunk.metadata.items()},
+                **{meta_property(k): meta_text(v) for k, v in item.chunk.metadata.items()},
             },
         )
         for item in items
@@ -139,18 +114,10 @@ def _cosine(query: np.ndarray | None, vectors: Any) -> float | None:
     return round(float(np.dot(query, np.asarray(chunk, dtype=np.float32))), 6)
 
 
-def _document_filter(tenant: str, doc_id: str) -> Any:
-    return Filter.by_property("tenant").equal(tenant) & Filter.by_property("doc_id").equal(doc_id)
-
-
 def _chunk_named(obj: DataObject[Any, Any]) -> str:
     props = obj.properties or {}
     return (f"chunk {props.get('tenant')}/{props.get('doc_id')} v{props.get('version')} "
             f"#{props.get('seq')} (id {obj.uuid})")
-
-
-def _meta_text(value: Scalar) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 class WeaviateStore:
@@ -274,7 +241,7 @@ class WeaviateStore:
         The document is (tenant, doc_id): another tenant's document with the same id is
         never touched.
         """
-        where = _document_filter(tenant, doc_id)
+        where = document_filter(tenant, doc_id)
         if versions_below is not None:
             where = where & Filter.by_property("version").less_than(versions_below)
         if versions_up_to is not None:
@@ -288,7 +255,7 @@ class WeaviateStore:
         return int(result.successful)
 
     async def count_chunks(self, tenant: str, doc_id: str, version: int | None = None) -> int:
-        where = _document_filter(tenant, doc_id)
+        where = document_filter(tenant, doc_id)
         if version is not None:
             where = where & Filter.by_property("version").equal(version)
         result = await self._collection.aggregate.over_all(total_count=True, filters=where)
