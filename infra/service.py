@@ -18,6 +18,7 @@ class ServiceStatus:
     ports: tuple[int, ...]
     healthy: bool
     detail: str
+    started: bool = False  # this call spawned it (it was not running before)
 
     @property
     def health(self) -> str:

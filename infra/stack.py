@@ -164,6 +164,7 @@ def _bring_up(settings: StackSettings, name: str) -> ServiceStatus:
     ports = _ports(settings)[name]
     paths.create()
     pid = _running_pid(settings, paths)
+    spawned = False
     if pid is not None:
         log.info("%s: already running (pid %s), checking health", name, pid)
         detail = _wait_ready(settings, name, paths, pid, ours=False)
@@ -185,6 +186,7 @@ def _bring_up(settings: StackSettings, name: str) -> ServiceStatus:
                 spec.argv, env=spec.env, cwd=spec.cwd, log_path=paths.out_log, run_as=spec.run_as
             )
             pid = proc.pid
+            spawned = True
             write_pid(paths.pid_file, pid)
             started = time.monotonic()
             detail = _wait_ready(settings, name, paths, pid)
@@ -194,7 +196,7 @@ def _bring_up(settings: StackSettings, name: str) -> ServiceStatus:
     except StackError as exc:
         raise _fail(name, f"setup after start failed: {exc}", paths) from exc
     log.info("%s: %s", name, summary)
-    return ServiceStatus(name, pid, ports, True, f"{detail}; {summary}")
+    return ServiceStatus(name, pid, ports, True, f"{detail}; {summary}", started=spawned)
 
 
 def up(

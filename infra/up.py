@@ -169,11 +169,14 @@ def run_up(args: argparse.Namespace) -> int:
     worker = load_settings(WorkerSettings)
     gateway = load_settings(GatewaySettings)
     services = [*stack.SERVICES, *(["redis"] if _redis_is_local(gateway) else [])]
-    already_up = all(s.healthy for s in stack.status(stack_settings))
     auth_env = gateway_auth_env(gateway, stack_settings)
     print("1/4 bringing up Kafka, Elasticsearch and Weaviate (first run: downloads and builds) …")
-    for status in stack.up(stack_settings, services=services):
+    statuses = stack.up(stack_settings, services=services)
+    for status in statuses:
         print(f"    {status.name:<14} pid {status.pid}  ports {status.ports}  {status.health}")
+    # on the way out stop only what this run started: a stack that was already running
+    # (scripts/test's, an operator's) is left as it was found
+    started_here = [s.name for s in statuses if s.started]
     procs = children(worker, gateway, stack_settings.stack_dir / "app")
     # Ctrl-C and SIGTERM both stop everything cleanly, at any step, even when SIGINT
     # was ignored by whoever started us (a background job of a script)
@@ -226,6 +229,6 @@ def run_up(args: argparse.Namespace) -> int:
         print("stopping workers and gateway …")
         for child in reversed(procs):
             child.stop()
-        if not already_up and not args.keep_stack:
-            print("stopping the stack …")
-            stack.down(stack_settings)
+        if started_here and not args.keep_stack:
+            print(f"stopping the stack ({', '.join(started_here)}) …")
+            stack.down(stack_settings, services=started_here)

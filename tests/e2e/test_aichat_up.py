@@ -15,6 +15,8 @@ import time
 import uuid
 from pathlib import Path
 
+from infra import stack
+from infra.config import StackSettings
 from streams.config import WorkerSettings
 from tests.support import drop_isolated_state, isolated_env
 
@@ -53,6 +55,9 @@ def test_up_answers_a_question_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> No
         up.send_signal(signal.SIGINT)  # Ctrl-C
         assert up.wait(timeout=60) == 0
         assert "stopping workers and gateway" in log.read_text()
+        # it found the stack running, so it leaves the stack running (the tests after this use it)
+        assert "stopping the stack" not in log.read_text()
+        assert all(s.healthy for s in stack.status(StackSettings())), stack.status(StackSettings())
     finally:
         if up.poll() is None:
             up.kill()

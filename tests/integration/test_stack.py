@@ -11,7 +11,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from infra.config import StackSettings
 from infra.elk.templates import apply_index_template, template_name
 from infra.kafka.topics import admin_client, ensure_topics, load_topic_specs
-from infra.stack import status
+from infra.stack import status, up
 from infra.weaviate.schema import ensure_collection, weaviate_url
 from streams.config import load_settings
 
@@ -29,6 +29,14 @@ def test_status_reports_every_service_healthy(stack_settings: StackSettings) -> 
     assert [r.name for r in rows][:3] == ["kafka", "elasticsearch", "weaviate"]
     assert {r.name for r in rows[3:]} <= {"redis"}
     assert [(r.name, r.health) for r in rows] == [(r.name, "up") for r in rows], rows
+
+
+def test_up_on_a_running_stack_starts_nothing(stack_settings: StackSettings) -> None:
+    # what `aichat up` relies on to leave a stack it found running as it was
+    rows = up(stack_settings)
+    assert [(r.name, r.healthy, r.started) for r in rows] == [
+        (name, True, False) for name in ("kafka", "elasticsearch", "weaviate")
+    ], rows
 
 
 async def _cleanup_policies(settings: StackSettings, names: list[str]) -> dict[str, str]:
