@@ -1,9 +1,15 @@
 """``aichat ingest PATH… [--recursive] [--tenant T] [--meta K=V] [--delete DOC_ID]``.
 
 Reads every source (``-`` is stdin), publishes with a bounded window of
-un-acknowledged sends and waits for every acknowledgement. Progress and failures
-go to stderr, the summary to stdout. Exit status: 0 when every document was
-acknowledged, 1 when any source or document failed, 2 for usage errors.
+un-acknowledged sends and waits for every acknowledgement. Progress, failures and
+what was skipped go to stderr, the summary to stdout. Exit status: 0 when every
+document was acknowledged, 1 when any source or document failed, 2 for usage errors
+(an argument that is not valid UTF-8 among them).
+
+A file's doc_id is its path relative to the PATH given (``ingest/readers.py``); two
+sources of one run that would share a doc_id are a usage error. Symbolic links found
+in folders are skipped (listed, and counted in the summary) unless
+``--follow-symlinks``; a PATH named on the command line is read even when it is one.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import argparse
 import asyncio
 import itertools
 import logging
+import os
 import re
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -23,6 +30,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from ingest.errors import PublishFailed, UnreadableFile, UsageError
 from ingest.formats.jsonl import MAX_KEY_CHARS, count_lines
+from ingest.formats.pdf import DEFAULT_MAX_CHARS, DEFAULT_TIMEOUT_S, PdfLimits
 from ingest.progress import MIB, Progress
 from ingest.readers import (
     DEFAULT_MAX_BYTES,
@@ -33,8 +41,10 @@ from ingest.readers import (
     iter_files,
     read_source,
     read_stream,
+    source_name,
 )
 from ingest.sdk import DEFAULT_WINDOW, DocumentPublisher, EventPublisher
+from ingest.walk import LINK_NOT_FOLLOWED, Skipped
 from schemas.events import DocumentEvent, Scalar, Tenant
 from streams.config import KafkaSettings, load_settings
 
@@ -45,6 +55,8 @@ PublisherFactory = Callable[[KafkaSettings], EventPublisher]
 _SIZE = re.compile(r"(\d+)\s*([kmg]?)(?:i?b)?", re.IGNORECASE)
 #: documents read per hop to the reading thread
 _READ_BATCH = 32
+#: how usage errors name an argument (others: ``--dest-with-dashes``)
+_FLAGS = {"paths": "PATH", "doc_id": "--id"}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,6 +68,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("paths", nargs="*", type=Path, help="files or folders; '-' reads stdin")
     p.add_argument("--recursive", "-r", action="store_true", help="descend into folders")
+    p.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="follow symbolic links inside folders (each folder is still walked once); "
+        "without it they are skipped and listed",
+    )
     p.add_argument("--tenant", default="default")
     p.add_argument(
         "--meta", action="append", default=[], metavar="K=V", help="metadata, repeatable"
@@ -78,6 +96,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=DEFAULT_MAX_BYTES,
         metavar="SIZE",
         help="refuse larger files (JSON Lines: larger lines); 10MiB, 512k, … (default 10MiB)",
+    )
+    p.add_argument(
+        "--pdf-max-chars",
+        type=_positive,
+        default=DEFAULT_MAX_CHARS,
+        metavar="N",
+        help=f"refuse a PDF whose text is longer (default {DEFAULT_MAX_CHARS})",
+    )
+    p.add_argument(
+        "--pdf-truncate",
+        action="store_true",
+        help="cut a PDF's text at --pdf-max-chars instead of refusing it (logged)",
+    )
+    p.add_argument(
+        "--pdf-timeout",
+        type=_positive_seconds,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"refuse a PDF whose text takes longer to extract (default {DEFAULT_TIMEOUT_S:g})",
     )
     p.add_argument(
         "--window", type=_positive, default=DEFAULT_WINDOW, help="un-acknowledged sends in flight"
@@ -104,6 +141,40 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return seconds
+
+
+def check_decodable(args: argparse.Namespace) -> None:
+    """Refuse an argument that is not valid UTF-8 (bytes the OS handed over as surrogates):
+    doc_ids, tenants, titles and metadata travel as JSON text, and a path that cannot
+    be one would fail later, and less clearly."""
+    for dest, value in vars(args).items():
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, str | Path):
+                continue
+            text = str(item)
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                flag = _FLAGS.get(dest, "--" + dest.replace("_", "-"))
+                raise UsageError(f"{flag} {_shown(text)} is not valid UTF-8") from None
+
+
+def _shown(text: str) -> str:
+    """The bytes as given (``b'caf\\xe9.md'``) when the OS decoded them, else escaped."""
+    try:
+        return repr(os.fsencode(text))
+    except UnicodeEncodeError:
+        return ascii(text)
+
+
 def parse_meta(pairs: list[str]) -> dict[str, Scalar]:
     meta: dict[str, Scalar] = {}
     for pair in pairs:
@@ -116,19 +187,29 @@ def parse_meta(pairs: list[str]) -> dict[str, Scalar]:
     return meta
 
 
+@dataclass(frozen=True)
+class Source:
+    """A file to read and the folder its doc_id is relative to."""
+
+    path: Path
+    root: Path
+
+
 @dataclass
 class Plan:
-    """What a run will do; ``None`` in ``sources`` is stdin."""
+    """What a run will do; ``None`` in ``sources`` is stdin, an error a folder not listed."""
 
     tenant: str
     meta: dict[str, Scalar]
     deletes: list[str]
-    sources: list[Path | None] = field(default_factory=list)
+    sources: list[Source | UnreadableFile | None] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
     total: int = 0
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
     """Check the arguments, expand folders, estimate the number of documents."""
+    check_decodable(args)
     try:
         TypeAdapter(Tenant).validate_python(args.tenant)
     except ValidationError:
@@ -149,15 +230,42 @@ def make_plan(args: argparse.Namespace) -> Plan:
             plan.sources.append(None)
             plan.total += 0 if stdin_jsonl else 1
             continue
-        found = list(iter_files([arg], recursive=args.recursive))
+        root = arg if arg.is_dir() else arg.parent
+        found = 0
+        for item in iter_files(
+            [arg], recursive=args.recursive, follow_symlinks=args.follow_symlinks
+        ):
+            if isinstance(item, Skipped):
+                plan.skipped.append(item)
+            elif isinstance(item, UnreadableFile):
+                plan.sources.append(item)
+                plan.total += 1
+            else:
+                plan.sources.append(Source(item, root))
+                plan.total += _estimate(item)
+                found += 1
         if not found:
             log.warning(
                 "%s: no supported files%s", arg, "" if args.recursive else " (try --recursive)"
             )
-        plan.sources.extend(found)
-        plan.total += sum(_estimate(path) for path in found)
+    _refuse_shared_ids(plan.sources)
     plan.total += len(plan.deletes)
     return plan
+
+
+def _refuse_shared_ids(sources: list[Source | UnreadableFile | None]) -> None:
+    """Two files of one run with one doc_id would overwrite each other: refuse the run."""
+    seen: dict[str, Path] = {}
+    for source in sources:
+        if not isinstance(source, Source) or content_type_of(source.path) in JSONL_TYPES:
+            continue
+        doc_id = source_name(source.path, source.root)
+        if doc_id in seen:
+            raise UsageError(
+                f"{seen[doc_id]} and {source.path} would both be doc_id {doc_id!r} (a doc_id "
+                "is the path relative to the PATH given): name a folder that holds both"
+            )
+        seen[doc_id] = source.path
 
 
 def _estimate(path: Path) -> int:
@@ -174,10 +282,13 @@ def read_all(
     plan: Plan, args: argparse.Namespace, stdin: BinaryIO
 ) -> Iterator[DocumentEvent | UnreadableFile]:
     """Deletes first, then every source in the order given."""
+    pdf = PdfLimits(args.pdf_max_chars, args.pdf_timeout, args.pdf_truncate)
     for doc_id in plan.deletes:
         yield delete_event(doc_id, tenant=plan.tenant)
-    for path in plan.sources:
-        if path is None:
+    for source in plan.sources:
+        if isinstance(source, UnreadableFile):
+            yield source
+        elif source is None:
             yield from read_stream(
                 stdin,
                 content_type=args.content_type or "text/plain",
@@ -186,10 +297,16 @@ def read_all(
                 tenant=plan.tenant,
                 metadata=plan.meta,
                 max_bytes=args.max_bytes,
+                pdf=pdf,
             )
         else:
             yield from read_source(
-                path, tenant=plan.tenant, metadata=plan.meta, max_bytes=args.max_bytes
+                source.path,
+                tenant=plan.tenant,
+                metadata=plan.meta,
+                max_bytes=args.max_bytes,
+                root=source.root,
+                pdf=pdf,
             )
 
 
@@ -208,6 +325,12 @@ async def ingest_paths(
     except UsageError as exc:
         err.write(f"aichat ingest: {exc}\n")
         return 2
+    if plan.skipped:
+        links = any(item.reason.startswith(LINK_NOT_FOLLOWED) for item in plan.skipped)
+        err.write(
+            ("skipped (--follow-symlinks follows symbolic links):\n" if links else "skipped:\n")
+            + "".join(f"  - {item}\n" for item in plan.skipped)
+        )
     progress = Progress(err, total=plan.total)
     failures: list[str] = []
     upserts = deletes = nbytes = 0
@@ -243,7 +366,8 @@ async def ingest_paths(
     rate = (upserts + deletes) / elapsed if elapsed > 0 else 0.0
     out.write(
         f"{upserts} documents published, {deletes} deleted, {nbytes / MIB:.1f} MiB "
-        f"in {elapsed:.1f}s ({rate:.1f} docs/s); {len(failures)} failed\n"
+        f"in {elapsed:.1f}s ({rate:.1f} docs/s); {len(failures)} failed"
+        + (f", {len(plan.skipped)} skipped\n" if plan.skipped else "\n")
     )
     if failures:
         err.write("failed:\n" + "".join(f"  - {failure}\n" for failure in failures))

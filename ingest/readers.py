@@ -3,21 +3,28 @@
 :func:`read_source` turns one path into events, yielding an :class:`UnreadableFile`
 for what it cannot read (a JSON Lines file yields its good records *and* one error
 per bad line); :func:`read_stream` does the same for stdin; :func:`read_document`
-is the one-file, raise-on-error form. ``doc_id`` is stable per source: the resolved
-path, the JSON Lines record id, or the id given. ``version`` comes from a
-:class:`VersionClock`; ``content_hash`` from :func:`content_hash`.
+is the one-file, raise-on-error form. ``version`` comes from a :class:`VersionClock`;
+``content_hash`` from :func:`content_hash`.
+
+``doc_id`` is the id given, the JSON Lines record id, or the file's path relative to
+``root`` — the folder the caller named (``aichat ingest ./docs`` → ``guide/setup.md``),
+by default the file's own folder (a file named alone is its name) — never a path of
+the host: the same tree ingested from another checkout, machine or mount point keeps
+its ids. ``source_uri`` is that relative path as a relative URI reference
+(``guide/setup%20notes.md``), for a JSON Lines record its file's; empty for a stream.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import quote
 
 from pydantic import ValidationError
 
@@ -25,8 +32,10 @@ from ingest.errors import UnreadableFile
 from ingest.formats import Extracted, Extractor
 from ingest.formats.html import extract_html
 from ingest.formats.jsonl import Record, iter_records
-from ingest.formats.pdf import extract_pdf
+from ingest.formats.pdf import DEFAULT_LIMITS, PdfLimits, extract_pdf
 from ingest.formats.text import extract_text
+from ingest.walk import Found
+from ingest.walk import iter_files as _iter_files
 from schemas.events import DocumentEvent, Scalar
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
@@ -87,17 +96,29 @@ def content_type_of(path: Path) -> str:
     return CONTENT_TYPES.get(path.suffix.lower(), "text/plain")
 
 
-def iter_files(paths: Sequence[Path], *, recursive: bool = False) -> Iterator[Path]:
-    """Files as given; folders expanded to their supported files (hidden ones skipped), sorted."""
-    for path in paths:
-        if not path.is_dir():
-            yield path
-        elif recursive:
-            for folder, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                yield from (Path(folder, f) for f in sorted(files) if _wanted(f))
-        else:
-            yield from sorted(p for p in path.iterdir() if p.is_file() and _wanted(p.name))
+def iter_files(
+    paths: Sequence[Path], *, recursive: bool = False, follow_symlinks: bool = False
+) -> Iterator[Found]:
+    """Files as given; folders expanded to their supported files (hidden ones skipped), sorted;
+    symbolic links inside folders reported as skipped unless followed (:mod:`ingest.walk`)."""
+    return _iter_files(paths, recursive=recursive, follow_symlinks=follow_symlinks, wanted=_wanted)
+
+
+def source_name(path: Path, root: Path | None = None) -> str:
+    """``path`` relative to ``root`` (default: its folder), ``/``-separated: the default doc_id.
+
+    Lexical, like the walk that joined ``root`` and the names under it: links are not
+    resolved, so a file reached through a followed link is named by the link's path.
+    """
+    return path.relative_to(path.parent if root is None else root).as_posix()
+
+
+def _is_text(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes the OS handed over as surrogates
+        return False
+    return True
 
 
 def _wanted(filename: str) -> bool:
@@ -113,10 +134,22 @@ def read_source(
     version: int | None = None,
     doc_id: str | None = None,
     clock: VersionClock | None = None,
+    root: Path | None = None,
+    pdf: PdfLimits = DEFAULT_LIMITS,
 ) -> Iterator[DocumentEvent | UnreadableFile]:
-    """The documents of one file, and an error for each part that cannot be read."""
+    """The documents of one file, and an error for each part that cannot be read.
+
+    ``root``: the folder ``doc_id`` and ``source_uri`` are relative to (see the module
+    docstring); ``path`` must lie under it.
+    """
     name, kind = str(path), content_type_of(path)
-    build = _Builder(name, tenant, metadata, version, clock, source_uri=path.resolve().as_uri())
+    relative = source_name(path, root)
+    if doc_id is None and kind not in JSONL_TYPES and not _is_text(relative):
+        yield UnreadableFile(name, "file name is not valid UTF-8, so it cannot be a doc_id")
+        return
+    # the bytes of a name that is not UTF-8 are percent-encoded as they are
+    source_uri = quote(relative, errors="surrogateescape")
+    build = _Builder(name, tenant, metadata, version, clock, source_uri=source_uri, pdf=pdf)
     try:
         size = path.stat().st_size
         if size == 0:
@@ -138,7 +171,7 @@ def read_source(
     except UnreadableFile as exc:
         yield exc
         return
-    yield build.one(raw, kind, doc_id or path.resolve().as_posix(), path.stem)
+    yield build.one(raw, kind, doc_id or relative, path.stem)
 
 
 def read_stream(
@@ -153,9 +186,10 @@ def read_stream(
     version: int | None = None,
     clock: VersionClock | None = None,
     name: str = "<stdin>",
+    pdf: PdfLimits = DEFAULT_LIMITS,
 ) -> Iterator[DocumentEvent | UnreadableFile]:
     """Like :func:`read_source` for a byte stream; ``doc_id`` is required unless JSON Lines."""
-    build = _Builder(name, tenant, metadata, version, clock, source_uri="")
+    build = _Builder(name, tenant, metadata, version, clock, source_uri="", pdf=pdf)
     if content_type in JSONL_TYPES:
         yield from build.records(iter_records(stream, name, max_bytes=max_bytes))
         return
@@ -180,13 +214,22 @@ def read_document(
     max_bytes: int = DEFAULT_MAX_BYTES,
     version: int | None = None,
     doc_id: str | None = None,
+    root: Path | None = None,
+    pdf: PdfLimits = DEFAULT_LIMITS,
 ) -> DocumentEvent:
     """One file as one document; raises :class:`UnreadableFile` (also for JSON Lines: use
     :func:`read_source`)."""
     if content_type_of(path) in JSONL_TYPES:
         raise UnreadableFile(str(path), "JSON Lines hold many documents (use read_source)")
     (result,) = read_source(
-        path, tenant=tenant, metadata=metadata, max_bytes=max_bytes, version=version, doc_id=doc_id
+        path,
+        tenant=tenant,
+        metadata=metadata,
+        max_bytes=max_bytes,
+        version=version,
+        doc_id=doc_id,
+        root=root,
+        pdf=pdf,
     )
     if isinstance(result, UnreadableFile):
         raise result
@@ -217,8 +260,10 @@ class _Builder:
         clock: VersionClock | None,
         *,
         source_uri: str,
+        pdf: PdfLimits,
     ) -> None:
         self.name, self.tenant, self.source_uri = name, tenant, source_uri
+        self.pdf = pdf
         self.metadata = dict(metadata or {})
         self.version, self.clock = version, clock or _CLOCK
 
@@ -231,8 +276,11 @@ class _Builder:
         *,
         title: str | None = None,
     ) -> DocumentEvent | UnreadableFile:
+        extract = EXTRACTORS[content_type]
+        if extract is extract_pdf:
+            extract = partial(extract_pdf, limits=self.pdf)
         try:
-            extracted = EXTRACTORS[content_type](raw, self.name, fallback_title)
+            extracted = extract(raw, self.name, fallback_title)
         except UnreadableFile as exc:
             return exc
         return self.event(doc_id, title or extracted.title, extracted, content_type, self.metadata)

@@ -2,7 +2,7 @@
 
     text.py    plain text and Markdown: decoding rules shared by every text format
     html.py    HTML → text with paragraph breaks and ``#`` headings (selectolax)
-    pdf.py     PDF → text per page (pypdf)
+    pdf.py     PDF → text per page (pypdf), in a child process bounded in characters and time
     jsonl.py   JSON Lines → one record per line (id, title, text, metadata)
 
 Extractors raise :class:`ingest.errors.UnreadableFile` naming the source; building

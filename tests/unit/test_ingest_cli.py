@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from types import TracebackType
@@ -16,6 +17,7 @@ from ingest.progress import Progress
 from ingest.sdk import Delivery, Events
 from schemas.events import DocumentEvent
 from streams.config import KafkaSettings
+from tests.unit.test_ingest_readers import make_pdf
 
 
 class FakePublisher:
@@ -96,13 +98,10 @@ async def test_everything_acknowledged_exits_zero(corpus: Path) -> None:
     run = await ingest(str(corpus), "-r", "--tenant", "acme", "--meta", "team=hr", "--window", "7")
     assert run.code == 0, run.err
     events = run.publisher.by_id()
-    assert set(events) == {
-        (corpus / "a.txt").resolve().as_posix(),
-        (corpus / "b.md").resolve().as_posix(),
-        (corpus / "sub" / "c.html").resolve().as_posix(),
-        "rec-1",
-        "rec-2",
-    }
+    assert set(events) == {"a.txt", "b.md", "sub/c.html", "rec-1", "rec-2"}
+    assert [events[i].source_uri for i in ("a.txt", "sub/c.html", "rec-1")] == [
+        "a.txt", "sub/c.html", "sub/d.jsonl",
+    ]  # fmt: skip
     assert all(
         e.tenant == "acme" and e.metadata == {"team": "hr"} and e.content_hash
         for e in events.values()
@@ -131,7 +130,7 @@ async def test_failures_are_listed_and_the_rest_is_published(corpus: Path) -> No
     )
     assert run.code == 1
     assert "rec-1" in run.publisher.by_id()
-    assert (corpus / "a.txt").resolve().as_posix() in run.publisher.by_id()
+    assert "a.txt" in run.publisher.by_id()
     failures = run.err.split("failed:\n", 1)[1].splitlines()
     assert failures[:2] == [
         f"  - {corpus / 'bad.txt'}: not valid UTF-8 at byte 3",
@@ -245,3 +244,142 @@ def test_progress_redraws_in_place_on_a_terminal_and_prints_lines_otherwise() ->
         "5/5 documents",
     ]
     assert "\r" not in plain.getvalue()
+
+
+# ---- identity: doc_ids relative to the PATH given ---------------------------------------
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    (tmp_path / "docs" / "guide").mkdir(parents=True)
+    (tmp_path / "docs" / "index.md").write_text("# Index", encoding="utf-8")
+    (tmp_path / "docs" / "guide" / "setup.md").write_text("# Setup", encoding="utf-8")
+    return tmp_path / "docs"
+
+
+@pytest.mark.parametrize("form", ["./docs", "docs/", "absolute"])
+async def test_doc_ids_are_relative_to_the_folder_given(
+    docs: Path, form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(docs.parent)
+    run = await ingest(str(docs) if form == "absolute" else form, "-r")
+    assert run.code == 0, run.err
+    assert {(e.doc_id, e.source_uri) for e in run.publisher.events} == {
+        ("index.md", "index.md"),
+        ("guide/setup.md", "guide/setup.md"),
+    }
+    assert not any(str(docs.parent) in e.model_dump_json() for e in run.publisher.events)
+
+
+async def test_a_file_named_alone_is_its_name(docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(docs.parent)
+    run = await ingest("docs/guide/setup.md", str(docs / "index.md"))
+    assert [e.doc_id for e in run.publisher.events] == ["setup.md", "index.md"]
+
+
+async def test_two_sources_with_one_doc_id_are_a_usage_error(tmp_path: Path) -> None:
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "README.md").write_text(f"# {folder}", encoding="utf-8")
+    run = await ingest(str(tmp_path / "a"), str(tmp_path / "b"))
+    assert run.code == 2
+    assert (
+        f"aichat ingest: {tmp_path / 'a' / 'README.md'} and {tmp_path / 'b' / 'README.md'} "
+        "would both be doc_id 'README.md'"
+    ) in run.err
+    assert run.publisher.events == []
+    assert (await ingest(str(tmp_path), "-r")).code == 0  # their common folder: a/…, b/…
+
+
+# ---- symbolic links ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def linked(docs: Path) -> Path:
+    outside = docs.parent / "outside"
+    outside.mkdir()
+    (outside / "secret.md").write_text("# Secret", encoding="utf-8")
+    (docs / "secret.md").symlink_to(outside / "secret.md")
+    (docs / "out").symlink_to(outside, target_is_directory=True)
+    (docs / "guide" / "loop").symlink_to(docs, target_is_directory=True)
+    return docs
+
+
+async def test_symlinks_are_skipped_listed_and_counted(linked: Path) -> None:
+    run = await ingest(str(linked), "-r")
+    assert run.code == 0, run.err
+    assert {e.doc_id for e in run.publisher.events} == {"index.md", "guide/setup.md"}
+    assert run.err.startswith(
+        "skipped (--follow-symlinks follows symbolic links):\n"
+        f"  - {linked / 'out'}: symbolic link, not followed (to a folder)\n"
+        f"  - {linked / 'secret.md'}: symbolic link, not followed\n"
+        f"  - {linked / 'guide' / 'loop'}: symbolic link, not followed (to a folder)\n"
+    )
+    assert run.out.rstrip().endswith("; 0 failed, 3 skipped")
+
+
+async def test_follow_symlinks_reads_them_and_a_cycle_ends(linked: Path) -> None:
+    run = await ingest(str(linked), "-r", "--follow-symlinks")
+    assert run.code == 0, run.err
+    assert sorted(e.doc_id for e in run.publisher.events) == [
+        "guide/setup.md", "index.md", "out/secret.md", "secret.md",
+    ]  # fmt: skip
+    assert f"  - {linked / 'guide' / 'loop'}: folder already walked" in run.err
+    assert run.out.rstrip().endswith("; 0 failed, 1 skipped")
+
+
+# ---- arguments that are not UTF-8 -------------------------------------------------------
+
+LATIN1 = os.fsdecode(b"caf\xe9")  # what Python makes of the bytes the OS handed over
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--delete", LATIN1), r"--delete b'caf\xe9' is not valid UTF-8"),
+        (("-", "--id", LATIN1), r"--id b'caf\xe9' is not valid UTF-8"),
+        (("-", "--id", "x", "--title", LATIN1), r"--title b'caf\xe9' is not valid UTF-8"),
+        (("-", "--id", "x", "--meta", f"k={LATIN1}"), r"--meta b'k=caf\xe9' is not valid UTF-8"),
+        (("--delete", "x", "--tenant", LATIN1), r"--tenant b'caf\xe9' is not valid UTF-8"),
+    ],
+    ids=["delete", "id", "title", "meta", "tenant"],
+)
+async def test_an_option_value_that_is_not_utf8_is_a_usage_error(
+    argv: tuple[str, ...], message: str
+) -> None:
+    run = await ingest(*argv, stdin=b"text")
+    assert (run.code, run.err) == (2, f"aichat ingest: {message}\n")
+    assert run.publisher.events == []
+
+
+async def test_a_path_that_is_not_utf8_is_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / f"{LATIN1}.md"
+    path.write_text("text", encoding="utf-8")
+    run = await ingest(str(path))
+    assert run.code == 2
+    assert run.err == f"aichat ingest: PATH {os.fsencode(path)!r} is not valid UTF-8\n"
+
+
+def test_the_command_exits_two_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.run(parse("--delete", LATIN1)) == 2
+    assert capsys.readouterr().err == "aichat ingest: --delete b'caf\\xe9' is not valid UTF-8\n"
+
+
+# ---- PDF limits -------------------------------------------------------------------------
+
+
+async def test_pdf_limits_come_from_the_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "long.pdf"
+    path.write_bytes(make_pdf(["x" * 50]))
+    refused = await ingest(str(path), "--pdf-max-chars", "20")
+    assert refused.code == 1
+    assert f"  - {path}: text longer than the limit of 20 characters" in refused.err
+    cut = await ingest(str(path), "--pdf-max-chars", "20", "--pdf-truncate")
+    assert cut.code == 0 and cut.publisher.events[0].text == "x" * 20
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf"])
+def test_pdf_timeout_must_be_a_positive_number(value: str) -> None:
+    with pytest.raises(SystemExit):
+        parse("a.pdf", "--pdf-timeout", value)
+    assert parse("a.pdf", "--pdf-timeout", "2.5").pdf_timeout == 2.5

@@ -3,12 +3,15 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
+import sys
 from pathlib import Path
 
 import pytest
 from pypdf import PdfReader, PdfWriter
 
 from ingest.errors import UnreadableFile
+from ingest.formats.pdf import PdfLimits, extract_pdf, read_pdf
 from ingest.readers import (
     VersionClock,
     content_hash,
@@ -86,8 +89,7 @@ def test_plain_text_becomes_one_document(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("\n  First line\nsecond line\n", encoding="utf-8")
     event = read_document(path, tenant="acme", metadata={"source": "unit"})
-    assert event.doc_id == path.resolve().as_posix()
-    assert event.source_uri == path.resolve().as_uri()
+    assert (event.doc_id, event.source_uri) == ("notes.txt", "notes.txt")  # never a host path
     assert (event.tenant, event.title, event.content_type) == ("acme", "First line", "text/plain")
     assert event.text == "\n  First line\nsecond line\n"
     assert event.metadata == {"source": "unit"}
@@ -161,6 +163,32 @@ def test_given_doc_id_and_version_are_kept(tmp_path: Path) -> None:
     path.write_text("hello", encoding="utf-8")
     event = read_document(path, doc_id="sample/a.txt", version=7)
     assert (event.doc_id, event.version) == ("sample/a.txt", 7)
+    assert event.source_uri == "a.txt"
+
+
+def test_doc_id_and_source_uri_are_relative_to_the_root_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "docs" / "guide" / "setup notes.md"
+    path.parent.mkdir(parents=True)
+    path.write_text("# Setup", encoding="utf-8")
+    event = read_document(path, root=tmp_path / "docs")
+    assert (event.doc_id, event.source_uri) == ("guide/setup notes.md", "guide/setup%20notes.md")
+    monkeypatch.chdir(tmp_path)  # a relative root, as typed: "./docs"
+    event = read_document(Path("./docs/guide/setup notes.md"), root=Path("./docs"))
+    assert event.doc_id == "guide/setup notes.md"
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / os.fsdecode(b"caf\xe9.md")
+    path.write_text("text", encoding="utf-8")
+    assert _error(path) == "file name is not valid UTF-8, so it cannot be a doc_id"
+    event = read_document(path, doc_id="cafe")  # an id given: the name is only the source_uri
+    assert (event.doc_id, event.source_uri) == ("cafe", "caf%E9.md")
+    # a folder above the root may have any name: it is not part of the doc_id
+    inner = path.parent / "ok.md"
+    inner.write_text("text", encoding="utf-8")
+    assert read_document(inner, root=path.parent).doc_id == "ok.md"
 
 
 # ---- HTML --------------------------------------------------------------------------------
@@ -258,6 +286,66 @@ def test_unreadable_pdfs(tmp_path: Path, raw: bytes, reason: str) -> None:
     assert reason in _error(path)
 
 
+THREE_PAGES = make_pdf(["a" * 40, "b" * 40, "c" * 40])
+
+
+def test_pdf_text_over_the_limit_is_refused_naming_the_file_and_the_limit(tmp_path: Path) -> None:
+    path = tmp_path / "long.pdf"
+    path.write_bytes(THREE_PAGES)
+    (result,) = read_source(path, pdf=PdfLimits(max_chars=60))
+    assert str(result) == (
+        f"{path}: text longer than the limit of 60 characters (reached on page 2 of 3)"
+    )
+    within = read_document(path, pdf=PdfLimits(max_chars=40 * 3 + 4))  # + two "\n\n"
+    assert within.text == "\n\n".join(c * 40 for c in "abc")
+
+
+def test_pdf_text_is_cut_at_the_limit_only_when_truncate_is_set(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "long.pdf"
+    path.write_bytes(THREE_PAGES)
+    with caplog.at_level(logging.WARNING, logger="ingest.formats.pdf"):
+        event = read_document(path, pdf=PdfLimits(max_chars=60, truncate=True))
+    assert event.text == "a" * 40 + "\n\n" + "b" * 18
+    assert f"{path}: PDF text truncated at the limit of 60 characters" in caplog.text
+
+
+def test_pdf_limit_is_checked_page_by_page_in_the_reader() -> None:
+    """The child stops at the page that crosses the limit: later pages are never read."""
+    result = read_pdf(THREE_PAGES, "x.pdf", max_chars=30, truncate=True)
+    assert (result["text"], result["truncated"], result["pages"]) == ("a" * 30, True, 3)
+    assert read_pdf(THREE_PAGES, "x.pdf", max_chars=30, truncate=False)["error"] == (
+        "text longer than the limit of 30 characters (reached on page 1 of 3)"
+    )
+
+
+def test_pdf_extraction_past_its_deadline_is_refused_and_the_reader_killed() -> None:
+    """A reader that never finishes (a hang in C code looks the same from outside)."""
+    hang = [sys.executable, "-c", "import time; time.sleep(3600)"]
+    with pytest.raises(UnreadableFile) as exc:
+        extract_pdf(THREE_PAGES, "slow.pdf", "slow", limits=PdfLimits(timeout_s=0.5), command=hang)
+    assert str(exc.value) == "slow.pdf: text extraction did not finish within the limit of 0.5 s"
+
+
+def test_a_crashing_pdf_reader_is_a_reason_not_a_traceback() -> None:
+    crash = [sys.executable, "-c", "import sys; sys.stderr.write('MemoryError\\n'); sys.exit(3)"]
+    with pytest.raises(
+        UnreadableFile, match=r"bomb.pdf: the PDF reader failed \(exit 3: MemoryError\)"
+    ):
+        extract_pdf(THREE_PAGES, "bomb.pdf", "bomb", command=crash)
+
+
+def test_the_pdf_reader_ignores_modules_in_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing in the folder being ingested can shadow what the child imports."""
+    (tmp_path / "orjson.py").write_text("raise SystemExit('shadowed')\n", encoding="utf-8")
+    (tmp_path / "doc.pdf").write_bytes(make_pdf(["Safe text"]))
+    monkeypatch.chdir(tmp_path)
+    assert read_document(Path("doc.pdf")).text == "Safe text"
+
+
 # ---- JSON Lines --------------------------------------------------------------------------
 
 
@@ -291,7 +379,7 @@ def test_jsonl_bad_lines_are_named_and_good_lines_come_through(tmp_path: Path) -
     first = events[0]
     assert (first.title, first.text, first.tenant) == ("One", "first", "t1")
     assert first.metadata == {"batch": "b1", "lang": "en"}
-    assert first.source_uri == path.resolve().as_uri()
+    assert first.source_uri == "corpus.jsonl"
     assert events[1].title == ""
     assert all(e.content_hash == content_hash(e.title, e.text, e.metadata) for e in events)
 
