@@ -92,7 +92,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     secret_file = tmp / "jwt.secret"
     secret_file.write_text(secrets.token_urlsafe(48), encoding="utf-8")
     secret = secret_file.read_text(encoding="utf-8").strip()
-    worker_port, gateway_port = free_port(), free_port()
+    worker_port, gateway_port, ops_port = free_port(), free_port(), free_port()
     env = {
         "AICHAT_TOPIC_PREFIX": f"bidle{unique}.",
         "AICHAT_TOPIC_PARTITIONS": "1",
@@ -101,6 +101,9 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "AICHAT_JWT_ALGORITHM": "HS256",
         "AICHAT_JWT_SECRET_FILE": str(secret_file),
         "AICHAT_GATEWAY_PORT": str(gateway_port),
+        "AICHAT_GATEWAY_OPS_PORT": str(ops_port),  # /metrics lives on the operator listener
+        # every idle client comes from this one address: the per-address cap would refuse them
+        "AICHAT_MAX_CONNECTIONS_PER_CLIENT": str(args.connections + 100),
         "AICHAT_WORKER_HEALTH_URLS": f'["http://127.0.0.1:{worker_port}/health/ready"]',
         "AICHAT_WORKER_DATA_DIR": str(tmp / "worker"),
         "AICHAT_LOG_LEVEL": "WARNING",
@@ -122,7 +125,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         await asyncio.to_thread(wait_ready, gateway, 120)
         await asyncio.to_thread(wait_ready, worker, 300)
         assert gateway.proc is not None
-        http_base = f"http://127.0.0.1:{gateway_port}"
+        http_base = f"http://127.0.0.1:{ops_port}"
         url = f"ws://127.0.0.1:{gateway_port}/ws"
         async with DocumentPublisher(settings) as publisher:
             for doc_id, (title, text) in DOCS.items():

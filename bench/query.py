@@ -152,6 +152,8 @@ async def main_async(args: argparse.Namespace, questions: list[str], tmp: Path, 
            "AICHAT_GATEWAY_AUTH": "jwt", "AICHAT_JWT_ALGORITHM": "HS256",
            "AICHAT_JWT_SECRET_FILE": str(secret_file), "AICHAT_GATEWAY_PORT": str(gateway_port),
            "AICHAT_RATE_LIMIT_PER_MINUTE": "100000", "AICHAT_RATE_LIMIT_BURST": "10000",
+           # the load clients share one address and one token: lift the per-client caps
+           "AICHAT_MAX_CONNECTIONS_PER_CLIENT": "100000", "AICHAT_MAX_CONNECTIONS_PER_USER": "100000",
            "AICHAT_WORKER_HEALTH_URLS": "[]"}
     settings = base.model_copy(update={"topic_prefix": env["AICHAT_TOPIC_PREFIX"],
                                        "weaviate_collection": env["AICHAT_WEAVIATE_COLLECTION"]})

@@ -202,8 +202,11 @@ def run_up(args: argparse.Namespace) -> int:
             if gateway.gateway_auth == "jwt"
             else "    auth:       DISABLED (AICHAT_GATEWAY_AUTH=disabled)\n"
         )
+        # /metrics and the detailed readiness: the gateway's operator listener (plain HTTP)
+        ops = f"http://{gateway.gateway_ops_host}:{gateway.ops_port}"
         print(
             f"4/4 ready.\n    chat page:  {page}\n    websocket:  {ws}://{base}/ws\n{auth_note}"
+            f"    operator:   {ops}/metrics, {ops}/health/ready\n"
             f"    try:        aichat ask \"How many vacation days do employees get?\"\n"
             "    Ctrl-C stops everything."
         )

@@ -7,8 +7,10 @@ Map: ``config`` settings · ``errors`` refusal codes · ``protocol`` frames ·
 ``auth`` Origin + JWT → who is asking · ``tokens`` development tokens ·
 ``ratelimit`` per-user budgets (local or Redis) · ``routing`` answers → per-query
 queues · ``transport`` the Kafka seam · ``events`` ``QueryCancelled`` ·
-``connection`` one websocket · ``health`` readiness checks · ``app`` the Starlette
-app · ``server`` uvicorn, TLS, drain · ``client`` ``ask()`` · ``cli``.
+``connection`` one websocket · ``admission`` caps on open websockets ·
+``refusals`` rate-limited refusal logs, excerpts of client text · ``health``
+readiness checks · ``app`` the public and the operator Starlette apps · ``server``
+uvicorn (public + operator listeners), TLS, drain · ``client`` ``ask()`` · ``cli``.
 ``GATEWAY.md`` is the operator's guide (auth, limits, TLS, replicas).
 
 Kept light on purpose: no faust, no torch (1,000 idle connections < 300 MB RSS).

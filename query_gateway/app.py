@@ -1,12 +1,22 @@
-"""The Starlette app: websocket ``/ws``, health, metrics, the chat page.
+"""The Starlette apps: the public one (websocket ``/ws``, liveness, ready-or-not, the
+chat page) and the operator one (``/metrics``, the detailed readiness).
 
     create_app(settings, transport=None, checks=None, http_transport=None,
                limiter=None, authenticator=None) -> Starlette
+    app.state.operator                                   the operator app (same hub, same checks)
 
 The websocket upgrade is refused before it opens, with an HTTP status and a JSON
 body ``{"error", "code", "message", "error_id"}``, when the browser Origin is not
-allowed (403) or the token is missing, invalid or expired (401); each refusal
-counts in ``aichat_gateway_auth_refused_total{reason}``.
+allowed (403), the token is missing, invalid or expired (401), or a connection cap
+is reached (429 ``too_many_connections`` for the user or the client address, 503
+``gateway_busy`` for the replica). Auth refusals count in
+``aichat_gateway_auth_refused_total{reason}``, cap refusals in
+``aichat_gateway_connections_refused_total{limit}``; their log lines are rate-limited
+per client address and reason (:class:`~query_gateway.refusals.RefusalLog`).
+
+The public ``/health/ready`` answers ``{"status": "ready"}`` (200) or
+``{"status": "not_ready"}`` (503) and nothing more. The operator app, served on its
+own listener (:mod:`query_gateway.server`), names every check and serves ``/metrics``.
 
 The lifespan opens the HTTP client of the readiness checks, the rate limiter
 (Redis when configured) and the transport (Kafka producer + answer router
@@ -39,13 +49,15 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from query_gateway.admission import client_key
 from query_gateway.auth import Authenticator, build_authenticator, check_origin
 from query_gateway.config import GatewaySettings
 from query_gateway.connection import Connection, Hub
-from query_gateway.errors import HandshakeRefused, Unauthorized
-from query_gateway.health import Check, default_checks, run_checks
+from query_gateway.errors import HandshakeRefused, TooManyConnections, Unauthorized
+from query_gateway.health import Check, Readiness, default_checks
 from query_gateway.metrics import AUTH_REFUSED
 from query_gateway.ratelimit import RateLimiter, build_rate_limiter
+from query_gateway.refusals import MESSAGE_CHARS, excerpt
 from query_gateway.transport import KafkaTransport, Transport
 
 logger = logging.getLogger(__name__)
@@ -67,10 +79,15 @@ PAGE_HEADERS = {
 }
 
 
+#: the ``error`` word of a refused upgrade's body, by HTTP status
+_STATUS_WORDS = {401: "unauthorized", 403: "forbidden", 429: "too_many_requests", 503: "unavailable"}
+NO_STORE = {"Cache-Control": "no-store"}
+
+
 class GatewayState(TypedDict):
     hub: Hub
     auth: Authenticator
-    checks: Mapping[str, Check]
+    readiness: Readiness
 
 
 def create_app(
@@ -91,6 +108,7 @@ def create_app(
         transport if transport is not None else KafkaTransport(settings),
         limiter if limiter is not None else build_rate_limiter(settings),
     )
+    readiness = Readiness(settings.readiness_timeout_s, settings.readiness_cache_s)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[GatewayState]:
@@ -108,8 +126,10 @@ def create_app(
                     )
                     if checks is None and settings.redis_url is not None:
                         named["redis"] = hub.limiter.check
-                    yield {"hub": hub, "auth": auth, "checks": named}
+                    readiness.checks = named
+                    yield {"hub": hub, "auth": auth, "readiness": readiness}
                 finally:
+                    readiness.checks = None
                     await hub.aclose(settings.produce_timeout_s)
                     await hub.transport.stop()
             finally:
@@ -120,7 +140,6 @@ def create_app(
             WebSocketRoute("/ws", _websocket),
             Route("/health/live", _live),
             Route("/health/ready", _ready),
-            Route("/metrics", _metrics),
             Route("/", _index),
         ],
         middleware=[Middleware(ErrorIdMiddleware)],
@@ -128,44 +147,68 @@ def create_app(
         max_body_size=64 * 1024,
     )
     app.state.hub = hub  # the server drains it on shutdown
+    app.state.operator = create_operator_app(hub, readiness)
+    return app
+
+
+def create_operator_app(hub: Hub, readiness: Readiness) -> Starlette:
+    """``/metrics``, ``/health/ready`` with every check named, ``/health/live``: for the
+    operator listener only. No lifespan of its own: the public app's opens the clients."""
+    app = Starlette(
+        routes=[
+            Route("/health/live", _live),
+            Route("/health/ready", _ready_detailed),
+            Route("/metrics", _metrics),
+        ],
+        middleware=[Middleware(ErrorIdMiddleware)],
+    )
+    app.state.hub = hub
+    app.state.readiness = readiness
     return app
 
 
 async def _websocket(websocket: WebSocket) -> None:
     hub: Hub = websocket.state.hub
     auth: Authenticator = websocket.state.auth
+    client = client_key(websocket.client.host if websocket.client else None)
     try:
         check_origin(websocket, hub.settings.gateway_allowed_origins)
         principal = auth.authenticate(websocket)
+        slot = hub.caps.admit(f"{principal.tenant}/{principal.user}", client)
     except HandshakeRefused as exc:
-        await _refuse(websocket, exc)
+        await _refuse(websocket, exc, hub, client)
         return
-    await Connection(websocket, hub, principal).serve()
+    try:
+        await Connection(websocket, hub, principal, client=client).serve()
+    finally:
+        slot.release()
 
 
-async def _refuse(websocket: WebSocket, exc: HandshakeRefused) -> None:
-    """Answer the upgrade with ``exc.status`` and a JSON body (close 1008 where the
-    server cannot send an HTTP response to a websocket request)."""
-    AUTH_REFUSED.labels(reason=exc.reason).inc()
+async def _refuse(websocket: WebSocket, exc: HandshakeRefused, hub: Hub, client: str) -> None:
+    """Answer the upgrade with ``exc.status`` and a JSON body (close with ``exc.close_code``
+    where the server cannot send an HTTP response to a websocket request)."""
+    if not isinstance(exc, TooManyConnections):  # those count where the cap is checked
+        AUTH_REFUSED.labels(reason=exc.reason).inc()
     REFUSED_UPGRADE.set(True)
     error_id = str(uuid.uuid4())
-    client = websocket.client.host if websocket.client else "?"
-    logger.info(
+    hub.refusals.log(
+        client,
+        f"upgrade/{exc.reason}",
         "websocket from %s refused (%s/%s, error_id %s): %s",
         client,
         exc.code,
         exc.reason,
         error_id,
-        exc.message,
+        excerpt(exc.message, MESSAGE_CHARS, quote=False),
         extra={"error_id": error_id},
     )
     body = {
-        "error": "unauthorized" if exc.status == 401 else "forbidden",
+        "error": _STATUS_WORDS.get(exc.status, "refused"),
         "code": exc.code,
         "message": exc.message,
         "error_id": error_id,
     }
-    headers = {"Cache-Control": "no-store"}
+    headers = dict(NO_STORE)
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = f'Bearer realm="aichat", error="{exc.code}"'
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
@@ -173,7 +216,7 @@ async def _refuse(websocket: WebSocket, exc: HandshakeRefused) -> None:
             JSONResponse(body, status_code=exc.status, headers=headers)
         )
     else:
-        await websocket.close(1008, exc.code)
+        await websocket.close(exc.close_code, exc.code)
 
 
 async def _live(request: Request) -> Response:
@@ -181,12 +224,28 @@ async def _live(request: Request) -> Response:
 
 
 async def _ready(request: Request) -> Response:
+    """Public: ready or not, nothing about what is behind it."""
     hub: Hub = request.state.hub
-    ok, results = await run_checks(dict(request.state.checks), hub.settings.readiness_timeout_s)
-    if hub.draining:
-        ok = False
-    body = {"status": "ready" if ok else "not_ready", "draining": hub.draining, "checks": results}
-    return JSONResponse(body, status_code=200 if ok else 503)
+    readiness: Readiness = request.state.readiness
+    ok = not hub.draining and await readiness.ready()
+    return JSONResponse(
+        {"status": "ready" if ok else "not_ready"}, status_code=200 if ok else 503, headers=NO_STORE
+    )
+
+
+async def _ready_detailed(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    readiness: Readiness = request.app.state.readiness
+    ok, results = await readiness.detailed()
+    body: dict[str, object] = {"draining": hub.draining, "checks": results}
+    if readiness.checks is None:
+        body["detail"] = "the gateway is starting or stopping"
+    ok = ok and not hub.draining
+    return JSONResponse(
+        {"status": "ready" if ok else "not_ready", **body},
+        status_code=200 if ok else 503,
+        headers=NO_STORE,
+    )
 
 
 async def _metrics(request: Request) -> Response:

@@ -31,6 +31,7 @@ from starlette.requests import HTTPConnection
 
 from query_gateway.config import TENANT_PATTERN, GatewaySettings
 from query_gateway.errors import OriginNotAllowed, Unauthorized
+from query_gateway.refusals import excerpt
 from streams.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -129,7 +130,8 @@ class JwtAuthenticator:
             raise Unauthorized("the token is not a JWT", reason="malformed") from None
         if header.get("alg") != self._algorithm:
             raise Unauthorized(
-                f"token algorithm {header.get('alg')!r} is not accepted (only {self._algorithm})",
+                f"token algorithm {excerpt(header.get('alg'))} is not accepted "
+                f"(only {self._algorithm})",
                 reason="bad_algorithm",
             )
         try:
@@ -169,7 +171,9 @@ class JwtAuthenticator:
                 "the token's signature does not verify", reason="bad_signature"
             ) from None
         except jwt.InvalidTokenError as exc:
-            raise Unauthorized(f"invalid token: {exc}", reason="malformed") from None
+            raise Unauthorized(
+                f"invalid token: {excerpt(str(exc), quote=False)}", reason="malformed"
+            ) from None
 
 
 class NoAuthenticator:
@@ -232,7 +236,7 @@ def check_origin(conn: HTTPConnection, allowed: Sequence[str]) -> None:
     host = conn.headers.get("host", "").lower()
     if host and urlsplit(normalised).netloc == host:
         return
-    raise OriginNotAllowed(f"origin {origin[:200]!r} is not allowed", reason="origin")
+    raise OriginNotAllowed(f"origin {excerpt(origin)} is not allowed", reason="origin")
 
 
 def seconds_left(principal: Principal) -> float | None:

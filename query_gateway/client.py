@@ -20,9 +20,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from query_gateway.errors import (
+    GatewayBusy,
     GatewayUnreachable,
     HandshakeRefused,
     OriginNotAllowed,
+    TooManyConnections,
     Unauthorized,
 )
 
@@ -30,7 +32,7 @@ FINAL = frozenset({"done", "error"})
 
 
 def handshake_error(exc: InvalidStatus) -> HandshakeRefused:
-    """The gateway's refusal of an upgrade (401/403 with a JSON body) as an exception."""
+    """The gateway's refusal of an upgrade (401/403/429/503 with a JSON body) as an exception."""
     response = exc.response
     try:
         body = orjson.loads(response.body or b"{}")
@@ -43,6 +45,10 @@ def handshake_error(exc: InvalidStatus) -> HandshakeRefused:
         return Unauthorized(text, code=code or "invalid_token")
     if response.status_code == 403:
         return OriginNotAllowed(text, code=code or "forbidden")
+    if response.status_code == 429:
+        return TooManyConnections(text, code=code or "too_many_connections")
+    if response.status_code == 503:
+        return GatewayBusy(text, code=code or "gateway_busy")
     refused = HandshakeRefused(text, code=code or f"http_{response.status_code}")
     refused.status = response.status_code
     return refused
@@ -85,8 +91,8 @@ async def ask(
 ) -> AsyncIterator[dict[str, Any]]:
     """Send one query; yield its frames up to and including ``done`` or ``error``.
 
-    Raises :class:`Unauthorized` / :class:`OriginNotAllowed` when the gateway refuses
-    the upgrade, :class:`GatewayUnreachable` when it cannot be reached, stays silent
+    Raises :class:`Unauthorized` / :class:`OriginNotAllowed` / :class:`TooManyConnections`
+    when the gateway refuses the upgrade, :class:`GatewayUnreachable` when it cannot be reached, stays silent
     for ``idle_timeout_s``, or closes the connection before a final frame.
     """
     query = {

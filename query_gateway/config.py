@@ -11,11 +11,17 @@ is checked when the app is built (:func:`query_gateway.auth.build_authenticator`
 so ``aichat up`` can load these settings before it hands the gateway a local key.
 
 Per-user rate limits live in Redis when ``AICHAT_REDIS_URL`` is set (needed as
-soon as more than one replica runs), in this process otherwise.
+soon as more than one replica runs), in this process otherwise. The caps on open
+websockets (per user, per client address, in total) are per replica.
+
+``/metrics`` and the detailed readiness answer on a separate operator listener
+(``AICHAT_GATEWAY_OPS_HOST``/``_PORT``, default 127.0.0.1 and the gateway's port + 1),
+never on the public one.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -106,6 +112,23 @@ class GatewaySettings(
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8000, ge=0, le=65535)
+    gateway_ops_host: str = Field(
+        "127.0.0.1",
+        description="operator listener (/metrics, detailed /health/ready): keep it off the "
+        "public network; 0.0.0.0 only where the network itself keeps clients out",
+    )
+    gateway_ops_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        validate_default=True,
+        description="operator listener port; unset = AICHAT_GATEWAY_PORT + 1 (0 when that is 0)",
+    )
+    gateway_trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or "
+        'CIDRs, or ["*"]): the client address of the per-client cap and the logs',
+    )
     gateway_reply_partition: int = Field(
         0,
         ge=0,
@@ -127,6 +150,30 @@ class GatewaySettings(
     max_frame_bytes: int = Field(16_384, ge=256, description="largest client frame accepted")
     max_query_chars: int = Field(2_000, ge=1, le=4_000)
     max_inflight_per_connection: int = Field(4, ge=1, le=256)
+    max_connections: int = Field(
+        5_000, ge=1, description="websockets one replica holds at once; more get 503 gateway_busy"
+    )
+    max_connections_per_user: int = Field(
+        8, ge=1, description="websockets of one user (tenant + JWT subject) on one replica"
+    )
+    max_connections_per_client: int = Field(
+        64,
+        ge=1,
+        description="websockets from one client address (IPv4, or IPv6 /64) on one replica; "
+        "an office behind one NAT shares it",
+    )
+    ws_idle_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="a connection that sends no frame this long, with no query in flight, "
+        "is closed (idle_timeout, 4410); the client's pings are frames",
+    )
+    refusal_log_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="refused frames and upgrades: at most one log line per client address "
+        "and reason this often, saying how many were left out",
+    )
     rate_limit_per_minute: float = Field(
         60.0, gt=0, description="queries per user per minute (token bucket refill)"
     )
@@ -145,6 +192,13 @@ class GatewaySettings(
     )
     produce_timeout_s: float = Field(10.0, gt=0, description="wait for the broker's ack of a query")
     readiness_timeout_s: float = Field(2.0, gt=0, description="per readiness check")
+    readiness_cache_s: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="the public /health/ready reuses a result this long (probes at the same "
+        "moment always share one run); the operator listener's always runs the checks",
+    )
     worker_health_urls: list[str] = Field(
         default_factory=lambda: ["http://127.0.0.1:6066/health/ready"],
         description="the 'model' readiness check: every answerer worker's /health/ready",
@@ -165,6 +219,31 @@ class GatewaySettings(
         "every in-flight query ends with done or an error frame",
     )
 
+    @field_validator("gateway_ops_port")
+    @classmethod
+    def _ops_port(cls, value: int | None, info: ValidationInfo) -> int | None:
+        gateway_port = info.data.get("gateway_port")
+        if gateway_port is None:  # itself invalid: reported on its own
+            return value
+        if value is None:
+            value = gateway_port + 1 if gateway_port else 0
+            if value > 65535:
+                raise ValueError("AICHAT_GATEWAY_PORT + 1 is no port: set AICHAT_GATEWAY_OPS_PORT")
+        if value and value == gateway_port:
+            raise ValueError("must differ from AICHAT_GATEWAY_PORT")
+        return value
+
+    @field_validator("gateway_trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for proxy in value:
+            if proxy != "*":
+                try:
+                    ipaddress.ip_network(proxy, strict=False)
+                except ValueError:
+                    raise ValueError(f"{proxy!r}: an IP address, a CIDR, or '*'") from None
+        return value
+
     @field_validator("gateway_tls_keyfile")
     @classmethod
     def _tls_pair(cls, value: Path | None, info: ValidationInfo) -> Path | None:
@@ -183,3 +262,8 @@ class GatewaySettings(
     @property
     def tls(self) -> bool:
         return self.gateway_tls_certfile is not None
+
+    @property
+    def ops_port(self) -> int:
+        """The operator listener's port (resolved at validation; 0 = any free port)."""
+        return self.gateway_ops_port if self.gateway_ops_port is not None else 0

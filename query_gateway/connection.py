@@ -14,12 +14,16 @@ Limits, each refused with an ``error`` frame while the connection stays open:
 frame size, query length, queries in flight on this connection, and the user's
 query budget (token bucket, shared across replicas through Redis).
 
+Refused frames are logged through the hub's :class:`~query_gateway.refusals.RefusalLog`
+(one line per client address and code per interval) with excerpts of the client's text.
+
 The server ends a session itself (:meth:`Connection.end`) when the token expires
 (``token_expired`` frame, close 4401), when the client does not read its frames
 within ``slow_client_timeout_s`` (close 4408; the outgoing queue never grows past
-``outgoing_queue_size``), and at shutdown (in-flight queries get
-``shutting_down``, close 1012). A query abandoned before its end (cancel frame,
-disconnect, session end) is announced to the answerer as ``QueryCancelled``.
+``outgoing_queue_size``), when it sends no frame for ``ws_idle_timeout_s`` while no
+query of it is in flight (``idle_timeout``, close 4410), and at shutdown (in-flight
+queries get ``shutting_down``, close 1012). A query abandoned before its end (cancel
+frame, disconnect, session end) is announced to the answerer as ``QueryCancelled``.
 """
 
 from __future__ import annotations
@@ -38,13 +42,16 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from query_gateway import protocol
+from query_gateway.admission import UNKNOWN_CLIENT, ConnectionCaps
 from query_gateway.auth import Principal, seconds_left
 from query_gateway.config import GatewaySettings
 from query_gateway.errors import (
+    AnswerInterrupted,
     DeadlineExceeded,
     DuplicateId,
     FrameRefused,
     GatewayError,
+    IdleTimeout,
     RateLimited,
     SessionEnded,
     ShuttingDown,
@@ -67,8 +74,9 @@ from query_gateway.metrics import (
     TIME_TO_FIRST_TOKEN,
 )
 from query_gateway.ratelimit import LocalRateLimiter, RateLimiter
+from query_gateway.refusals import MESSAGE_CHARS, RefusalLog, excerpt
 from query_gateway.transport import Transport
-from schemas.events import QueryEvent, ReplyRoute
+from schemas.events import AnswerEvent, QueryEvent, ReplyRoute
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +92,8 @@ class ConnectionState(enum.Enum):
 
 
 class Hub:
-    """What all connections of one app share: settings, transport, limiter, drain switch."""
+    """What all connections of one app share: settings, transport, limiter, connection
+    caps, the refusal log, the drain switch."""
 
     def __init__(
         self, settings: GatewaySettings, transport: Transport, limiter: RateLimiter | None = None
@@ -94,6 +103,12 @@ class Hub:
         self.limiter: RateLimiter = limiter or LocalRateLimiter(
             settings.rate_limit_per_minute, settings.rate_limit_burst
         )
+        self.caps = ConnectionCaps(
+            total=settings.max_connections,
+            per_user=settings.max_connections_per_user,
+            per_client=settings.max_connections_per_client,
+        )
+        self.refusals = RefusalLog(settings.refusal_log_interval_s)
         self.connections: set[Connection] = set()
         self.draining = False
         self._background: set[asyncio.Task[None]] = set()
@@ -196,8 +211,11 @@ _OUTCOME: dict[CancelReason, str] = {
 
 
 class Connection:
-    def __init__(self, websocket: WebSocket, hub: Hub, principal: Principal) -> None:
+    def __init__(
+        self, websocket: WebSocket, hub: Hub, principal: Principal, *, client: str = UNKNOWN_CLIENT
+    ) -> None:
         self.id = str(uuid.uuid4())
+        self.client = client
         self.state = ConnectionState.CONNECTING
         self.inflight: dict[str, asyncio.Task[None]] = {}
         self._query_ids: dict[str, str] = {}  # client id -> query id, once publishing began
@@ -211,6 +229,8 @@ class Connection:
         self._reader: asyncio.Task[None] | None = None
         self._ending: _Ending | None = None
         self._closed = asyncio.Event()
+        self._last_frame_at = time.monotonic()
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     async def serve(self) -> None:
         await self._ws.accept()
@@ -220,6 +240,7 @@ class Connection:
         writer = asyncio.create_task(self._write(), name=f"ws-writer-{self.id}")
         self._reader = reader = asyncio.create_task(self._read(), name=f"ws-reader-{self.id}")
         expiry = self._schedule_expiry()
+        self._watch_idle(self._settings.ws_idle_timeout_s)
         logger.debug("connection %s open (user %s)", self.id, self._principal.user)
         try:
             # until the client disconnects, or end() cancels the reader
@@ -234,20 +255,29 @@ class Connection:
         finally:
             if expiry is not None:
                 expiry.cancel()
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
             reader.cancel()
             await self._finish(writer)
 
     def end(
-        self, error: GatewayError, *, reason: CancelReason, close_code: int | None = None
+        self,
+        error: GatewayError,
+        *,
+        reason: CancelReason,
+        close_code: int | None = None,
+        label: str | None = None,
     ) -> None:
         """End the session from the server side (idempotent): ``serve`` fails the in-flight
-        queries with ``error``, sends the frames it can, and closes with ``close_code``."""
+        queries with ``error``, sends the frames it can, and closes with ``close_code``.
+        ``reason`` goes on the ``QueryCancelled`` events, ``label`` (default: ``reason``)
+        on ``aichat_gateway_sessions_ended_total``."""
         if self._ending is not None or self.state is not ConnectionState.OPEN:
             return
         if close_code is None:
             close_code = error.close_code if isinstance(error, SessionEnded) else 1012
         self._ending = _Ending(error, reason, close_code)
-        SESSIONS_ENDED.labels(reason=reason).inc()
+        SESSIONS_ENDED.labels(reason=label or reason).inc()
         logger.info("ending connection %s: %s", self.id, error.message)
         if self._reader is not None:
             self._reader.cancel()
@@ -264,6 +294,26 @@ class Connection:
     def _expired(self) -> None:
         self.end(
             TokenExpired("the token expired: reconnect with a fresh token"), reason="token_expired"
+        )
+
+    def _watch_idle(self, delay_s: float) -> None:
+        self._idle_timer = asyncio.get_running_loop().call_later(delay_s, self._check_idle)
+
+    def _check_idle(self) -> None:
+        """Close a connection that sent nothing for ``ws_idle_timeout_s`` and waits for no
+        answer; one with a query in flight is busy, not idle."""
+        timeout_s = self._settings.ws_idle_timeout_s
+        quiet_s = time.monotonic() - self._last_frame_at
+        if quiet_s < timeout_s or self.inflight:
+            self._watch_idle(max(timeout_s - quiet_s, 0.0) or timeout_s)
+            return
+        self.end(
+            IdleTimeout(
+                f"no frame for {timeout_s:g}s: the connection was closed; "
+                "reconnect to ask again (a ping every now and then keeps it open)"
+            ),
+            reason="disconnected",  # nothing is in flight: no query is cut short
+            label="idle",
         )
 
     async def _finish(self, writer: asyncio.Task[None]) -> None:
@@ -324,6 +374,7 @@ class Connection:
             message = await self._ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
+            self._last_frame_at = time.monotonic()
             raw = message.get("text")
             if raw is None:
                 raw = message.get("bytes") or b""
@@ -347,7 +398,9 @@ class Connection:
                 "the gateway is shutting down: reconnect and ask again", client_id=frame.id
             )
         if frame.id in self.inflight:
-            raise DuplicateId(f"query id {frame.id!r} is still in flight", client_id=frame.id)
+            raise DuplicateId(
+                f"query id {excerpt(frame.id)} is still in flight", client_id=frame.id
+            )
         limit = self._settings.max_inflight_per_connection
         if len(self.inflight) >= limit:
             RATE_LIMITED.labels(limit="connection_inflight").inc()
@@ -380,7 +433,9 @@ class Connection:
     async def _cancel(self, client_id: str) -> None:
         task = self.inflight.get(client_id)
         if task is None or not task.cancel():
-            raise UnknownId(f"no query with id {client_id!r} is in flight", client_id=client_id)
+            raise UnknownId(
+                f"no query with id {excerpt(client_id)} is in flight", client_id=client_id
+            )
         self.inflight.pop(client_id, None)
         await asyncio.wait([task])  # no frame of it can follow ours
         QUERIES.labels(outcome="cancelled").inc()
@@ -414,7 +469,9 @@ class Connection:
             )
             self._query_ids[frame.id] = query_id
             await self._hub.transport.publish(event)
-            logger.info("query %s published for client id %s", query_id, frame.id, extra=extra)
+            logger.info(
+                "query %s published for client id %s", query_id, excerpt(frame.id), extra=extra
+            )
             await self._send(protocol.ack(frame.id, query_id))
             outcome = await self._forward(frame.id, queue, started, started + budget_s, extra)
         except GatewayError as exc:  # kafka_unavailable, deadline_exceeded
@@ -441,7 +498,9 @@ class Connection:
         give_up_at: float,
         extra: dict[str, str],
     ) -> str:
-        last_seq = -1
+        # what went out, by seq: an answerer that restarts replays the query from seq 0;
+        # a replayed event equal to the one sent is dropped, a different one ends the query
+        sent: list[tuple[object, ...]] = []
         first_token = True
         while True:
             remaining = give_up_at - time.perf_counter()
@@ -457,11 +516,18 @@ class Connection:
                     f"no complete answer within {self._settings.answer_deadline_ms} ms",
                     client_id=client_id,
                 ) from None
-            if answer.seq <= last_seq:
+            if answer.seq < len(sent):
+                if _content(answer) != sent[answer.seq]:
+                    raise AnswerInterrupted(
+                        "the answer was interrupted (its worker restarted) and the second attempt "
+                        "differs from what was already sent: ask again", client_id=client_id)
                 ANSWERS_DROPPED.labels(reason="duplicate").inc()
                 logger.debug("duplicate answer event seq %d dropped", answer.seq, extra=extra)
                 continue
-            last_seq = answer.seq
+            if answer.seq > len(sent):  # events of one query come in order from one partition
+                logger.warning("answer event seq %d after seq %d: a gap", answer.seq, len(sent) - 1,
+                               extra=extra)
+            sent.extend([()] * (answer.seq - len(sent)) + [_content(answer)])
             out = protocol.answer_frame(client_id, answer)
             elapsed = time.perf_counter() - started
             if answer.kind == "token" and first_token:
@@ -505,7 +571,17 @@ class Connection:
 
     async def _send_error(self, exc: GatewayError) -> None:
         error_id = _error_id()
-        logger.info("frame refused (%s, error_id %s): %s", exc.code, error_id, exc.message)
+        self._hub.refusals.log(
+            self.client,
+            f"frame/{exc.code}",
+            "frame from %s refused on connection %s (%s, error_id %s): %s",
+            self.client,
+            self.id,
+            exc.code,
+            error_id,
+            excerpt(exc.message, MESSAGE_CHARS, quote=False),
+            extra={"error_id": error_id},
+        )
         await self._send(protocol.error_from(exc, error_id))
 
     async def _write(self) -> None:
@@ -526,6 +602,12 @@ class Connection:
             await self._out.get()
             self._out.task_done()
 
+
+
+def _content(answer: AnswerEvent) -> tuple[object, ...]:
+    """What a client sees of an answer event (its timings aside): equal for a true replay."""
+    error = answer.error.code if answer.error is not None else None
+    return (answer.kind, answer.delta, tuple(s.chunk_id for s in answer.sources), error)
 
 def _error_id() -> str:
     return str(uuid.uuid4())

@@ -3,10 +3,14 @@
     GatewayError                 root; code "internal"
     ├── HandshakeRefused         the upgrade was refused with an HTTP status (no websocket)
     │   ├── Unauthorized         401 "missing_token" / "invalid_token" / "token_expired"
-    │   └── OriginNotAllowed     403 "origin_not_allowed": the browser page is not allowed
+    │   ├── OriginNotAllowed     403 "origin_not_allowed": the browser page is not allowed
+    │   └── TooManyConnections   429 "too_many_connections": the user or the client address
+    │       │                    holds its maximum of open websockets on this replica (retriable)
+    │       └── GatewayBusy      503 "gateway_busy": this replica holds its maximum in total
     ├── SessionEnded             the server closes an open websocket (after an error frame)
     │   ├── TokenExpired         "token_expired", close code 4401
-    │   └── SlowClient           "slow_client", close code 4408 (frames not read in time)
+    │   ├── SlowClient           "slow_client", close code 4408 (frames not read in time)
+    │   └── IdleTimeout          "idle_timeout", close code 4410 (no frame, nothing in flight)
     ├── FrameRefused             a client frame was refused; the connection stays open
     │   ├── BadFrame             "bad_json": not JSON, not an object, or a binary frame
     │   ├── UnknownType          "unknown_type": ``type`` is not query / cancel / ping
@@ -44,10 +48,13 @@ class GatewayError(Exception):
 
 
 class HandshakeRefused(GatewayError):
-    """The websocket upgrade is answered with ``status`` and a JSON body naming ``code``."""
+    """The websocket upgrade is answered with ``status`` and a JSON body naming ``code``
+    (or, where the server cannot answer a websocket request with HTTP, closed with
+    ``close_code`` and ``code`` as the reason)."""
 
     status: int = 400
     code = "refused"
+    close_code: int = 1008
 
     def __init__(self, message: str, *, code: str | None = None, reason: str | None = None) -> None:
         super().__init__(message)
@@ -67,6 +74,20 @@ class OriginNotAllowed(HandshakeRefused):
     code = "origin_not_allowed"
 
 
+class TooManyConnections(HandshakeRefused):
+    """``reason`` names the limit: ``user``, ``client`` or ``total``."""
+
+    status = 429
+    code = "too_many_connections"
+    close_code = 1013  # try again later
+    retriable = True
+
+
+class GatewayBusy(TooManyConnections):
+    status = 503
+    code = "gateway_busy"
+
+
 class SessionEnded(GatewayError):
     """An open session ends: the client gets an ``error`` frame, then this close code."""
 
@@ -82,6 +103,12 @@ class TokenExpired(SessionEnded):
 class SlowClient(SessionEnded):
     code = "slow_client"
     close_code = 4408
+    retriable = True
+
+
+class IdleTimeout(SessionEnded):
+    code = "idle_timeout"
+    close_code = 4410
     retriable = True
 
 
@@ -139,6 +166,14 @@ class KafkaUnavailable(GatewayError):
 
 class DeadlineExceeded(GatewayError):
     code = "deadline_exceeded"
+    retriable = True
+
+
+class AnswerInterrupted(GatewayError):
+    """The answerer restarted mid-answer and its second run differs from what the client
+    already received (a sampling model): splicing the two would be an answer nobody gave."""
+
+    code = "answer_interrupted"
     retriable = True
 
 

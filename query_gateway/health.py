@@ -1,16 +1,21 @@
 """Readiness checks: Kafka, Weaviate, Elasticsearch and the model workers, each named.
 
-``GET /health/ready`` runs every check concurrently, each under
-``readiness_timeout_s``; the body names each check with ``ok`` and a short
-``detail``; the status is 503 when any check fails. A check is an async callable
-returning a detail string, raising when the dependency is not usable.
+:func:`run_checks` runs every check concurrently, each under ``readiness_timeout_s``,
+and names each with ``ok``, a short ``detail`` and ``ms``. A check is an async
+callable returning a detail string, raising when the dependency is not usable.
+
+:class:`Readiness` holds the checks while the app runs and serves both endpoints:
+the operator listener's ``/health/ready`` runs them every time and shows the
+details; the public ``/health/ready`` (anyone can call it) says only ready or not,
+from one shared run reused for ``readiness_cache_s``, so probing it cannot turn into
+a flood of requests to Weaviate, Elasticsearch and the workers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -114,3 +119,43 @@ async def run_checks(checks: dict[str, Check], timeout_s: float) -> tuple[bool, 
     results = await asyncio.gather(*(one(check) for check in checks.values()))
     named = dict(zip(checks, results, strict=True))
     return all(r["ok"] for r in results), named
+
+
+class Readiness:
+    """The named checks, set by the lifespan while the app runs (None before and after)."""
+
+    def __init__(
+        self, timeout_s: float, cache_s: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.checks: Mapping[str, Check] | None = None
+        self._timeout_s = timeout_s
+        self._cache_s = cache_s
+        self._clock = clock
+        self._last: tuple[float, bool] | None = None
+        self._running: asyncio.Task[bool] | None = None
+
+    async def detailed(self) -> tuple[bool, dict[str, Any]]:
+        """A fresh run: ``(all_ok, {"name": {"ok", "detail", "ms"}})``; not ok while stopped."""
+        if self.checks is None:
+            return False, {}
+        return await run_checks(dict(self.checks), self._timeout_s)
+
+    async def ready(self) -> bool:
+        """All checks pass: the last result when younger than ``cache_s``, else one run
+        shared by every caller waiting for it."""
+        if self.checks is None:
+            return False
+        if self._last is not None and self._clock() - self._last[0] < self._cache_s:
+            return self._last[1]
+        if self._running is None:
+            self._running = asyncio.create_task(self._run(), name="readiness")
+        # shielded: a probe that hangs up does not cancel the others' run
+        return await asyncio.shield(self._running)
+
+    async def _run(self) -> bool:
+        try:
+            ok, _ = await self.detailed()
+            self._last = (self._clock(), ok)
+            return ok
+        finally:
+            self._running = None

@@ -46,10 +46,19 @@ RATE_LIMITER_ERRORS = Counter(
     "aichat_gateway_rate_limiter_errors_total",
     "Rate-limit checks that failed (Redis unreachable or slow); the query was let through",
 )
+CONNECTIONS_REFUSED = Counter(
+    "aichat_gateway_connections_refused_total",
+    "Websocket upgrades refused because a connection limit was reached, by limit",
+    ["limit"],  # user (per JWT subject) | client (per client address) | total (this replica)
+)
 SESSIONS_ENDED = Counter(
     "aichat_gateway_sessions_ended_total",
     "Websocket sessions the gateway closed itself, by reason",
-    ["reason"],  # token_expired | slow_client | shutdown
+    ["reason"],  # token_expired | slow_client | idle | shutdown
+)
+REFUSAL_LOGS_SUPPRESSED = Counter(
+    "aichat_gateway_refusal_logs_suppressed_total",
+    "Log lines of refused frames and upgrades left out by the log rate limit",
 )
 CANCELLATIONS = Counter(
     "aichat_gateway_cancellations_total",

@@ -14,7 +14,11 @@ session (e.g. ``token_expired`` just before the server closes it).
 
 Close codes the server uses: 1000 normal, 1009 frame over 1 MiB, 1011 keepalive
 ping timeout, 1012 the replica restarts (reconnect), 4401 token expired,
-4408 slow client (frames not read in time).
+4408 slow client (frames not read in time), 4410 idle (no frame for
+``ws_idle_timeout_s``); the close reason is the error code.
+
+What a refusal repeats of the client's frame (a type, an id, a filter key) is an
+:func:`~query_gateway.refusals.excerpt`: a short prefix, control characters escaped.
 """
 
 from __future__ import annotations
@@ -32,9 +36,12 @@ from query_gateway.errors import (
     QueryTooLong,
     UnknownType,
 )
+from query_gateway.refusals import excerpt
 from schemas.events import AnswerEvent, Source
 
 TOP_K_MAX = 20
+#: validation problems named in one ``invalid_query`` message, at most
+MAX_PROBLEMS = 5
 
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 FilterKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
@@ -90,7 +97,7 @@ def parse_frame(raw: str | bytes, *, max_frame_bytes: int, max_query_chars: int)
     model = _FRAMES.get(kind) if isinstance(kind, str) else None
     if model is None:
         raise UnknownType(
-            f"unknown frame type {kind!r}: expected one of {', '.join(_FRAMES)}",
+            f"unknown frame type {excerpt(kind)}: expected one of {', '.join(_FRAMES)}",
             client_id=client_id,
         )
     try:
@@ -109,9 +116,16 @@ def parse_frame(raw: str | bytes, *, max_frame_bytes: int, max_query_chars: int)
 
 
 def _problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '(frame)'}: {err['msg']}" for err in exc.errors()
-    )
+    """The first problems, each at a location of the client's making (a filter key) shown
+    as an excerpt; pydantic's messages hold no input."""
+    errors = exc.errors(include_input=False, include_url=False)
+    named = [
+        f"{'.'.join(excerpt(p, quote=False) for p in err['loc']) or '(frame)'}: {err['msg']}"
+        for err in errors[:MAX_PROBLEMS]
+    ]
+    if len(errors) > MAX_PROBLEMS:
+        named.append(f"and {len(errors) - MAX_PROBLEMS} more")
+    return "; ".join(named)
 
 
 # -- server frames -------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 ``aichat worker --role pipeline`` (see :data:`streams.agents.ROLES`). Beside the
 agents the worker serves ``/metrics``, ``/health/live`` and ``/health/ready`` on
-``AICHAT_WORKER_WEB_PORT``.
+``AICHAT_WORKER_WEB_HOST`` (default 127.0.0.1) and ``AICHAT_WORKER_WEB_PORT``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import importlib
 import logging
 
 import faust
-from faust.contrib.asgi import serve_asgi
+from faust.contrib.asgi import AsgiService, serve_asgi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,7 +24,7 @@ from streams import lag
 from streams.agents import ROLES
 from streams.app import create_app
 from streams.config import WorkerSettings
-from streams.context import AgentContext, Resources
+from streams.context import AgentContext, Resources, agent_retry
 from streams.embedding import SentenceTransformerEmbedder
 from streams.eventlog import ElasticSink
 from streams.generation import ExtractiveGenerator
@@ -44,7 +44,8 @@ def build(settings: WorkerSettings, role: str) -> tuple[faust.App, AgentContext]
     """The app with the role's agents registered, and their shared context (not started)."""
     agents = ROLES[role]
     app = create_app(settings, role)
-    ctx = AgentContext(settings=settings, app=app, topics=Topics.declare(app, settings))
+    ctx = AgentContext(settings=settings, app=app, topics=Topics.declare(app, settings),
+                       retry=agent_retry(settings))
     if _NEEDS_MODEL & set(agents):
         ctx.embedder = SentenceTransformerEmbedder(settings)
     if _NEEDS_WEAVIATE & set(agents):
@@ -61,8 +62,21 @@ def build(settings: WorkerSettings, role: str) -> tuple[faust.App, AgentContext]
     for name in agents:
         importlib.import_module(f"streams.agents.{name}").register(app, ctx)
     lag.register(app, settings)  # aichat_consumer_lag_messages of this role's group
-    serve_asgi(app, health_app(ctx, role), host="127.0.0.1", port=settings.worker_web_port, log_config=None)
+    serve_health(app, ctx, role, settings)
     return app, ctx
+
+
+def serve_health(
+    app: faust.App, ctx: AgentContext, role: str, settings: WorkerSettings
+) -> type[AsgiService]:
+    """Serve :func:`health_app` from the worker's loop once the app is up."""
+    return serve_asgi(
+        app,
+        health_app(ctx, role),
+        host=settings.worker_web_host,
+        port=settings.worker_web_port,
+        log_config=None,
+    )
 
 
 def health_app(ctx: AgentContext, role: str) -> Starlette:

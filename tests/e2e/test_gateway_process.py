@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import jwt
 import orjson
 import pytest
@@ -87,6 +88,30 @@ async def test_the_jwt_matrix_is_refused_at_the_handshake(gateway: RunningSystem
             assert orjson.loads(await ws.recv()) == {"type": "pong"}
     log = (gateway.logs / "gateway.log").read_text(encoding="utf-8")
     assert "eyJ" not in log  # no JWT (base64 of '{"') anywhere in the log
+
+
+async def test_metrics_and_check_details_only_on_the_operator_port(gateway: RunningSystem) -> None:
+    public = f"http://127.0.0.1:{gateway.env['AICHAT_GATEWAY_PORT']}"
+    async with httpx.AsyncClient(timeout=10) as http:
+        assert (await http.get(f"{public}/metrics")).status_code == 404
+        ready = await http.get(f"{public}/health/ready")
+        assert set(ready.json()) == {"status"}  # ready or not, nothing about what is behind
+        metrics = await http.get(f"{gateway.gateway_ops_url}/metrics")
+        assert metrics.status_code == 200 and "aichat_gateway_open_connections" in metrics.text
+        detailed = (await http.get(f"{gateway.gateway_ops_url}/health/ready")).json()
+        assert {"kafka", "weaviate", "elasticsearch", "model"} <= set(detailed["checks"])
+        assert detailed["status"] == ready.json()["status"]
+
+
+async def test_a_flood_of_refused_frames_logs_a_line_not_megabytes(gateway: RunningSystem) -> None:
+    log = gateway.logs / "gateway.log"
+    before = log.stat().st_size
+    async with connect_gateway(gateway.ws_url) as ws:
+        for _ in range(200):  # each 16 KB: 3.2 MB of log text before the refusal log
+            await ws.send(orjson.dumps({"type": "x" * 16_000}).decode())
+            frame = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert frame["code"] == "unknown_type" and len(frame["message"]) < 200
+    assert log.stat().st_size - before < 10_000
 
 
 async def test_oversize_frames(gateway: RunningSystem) -> None:

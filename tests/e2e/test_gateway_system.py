@@ -59,16 +59,18 @@ QUESTIONS = {
 }
 
 
-def start_gateway(system: RunningSystem, name: str, partition: int) -> str:
-    """Another replica of the system's gateway on its own port and reply partition."""
-    port = free_port()
+def start_gateway(system: RunningSystem, name: str, partition: int) -> tuple[str, str]:
+    """Another replica of the system's gateway on its own ports and reply partition:
+    its public and its operator base URLs."""
+    port, ops_port = free_port(), free_port()
     child = Child(name, [sys.executable, "-m", "streams.cli", "gateway"],
                   f"http://127.0.0.1:{port}/health/live", system.logs / f"{name}.log")
     child.start(env={**os.environ, **system.env, "AICHAT_GATEWAY_PORT": str(port),
+                     "AICHAT_GATEWAY_OPS_PORT": str(ops_port),
                      "AICHAT_GATEWAY_REPLY_PARTITION": str(partition)})
     system.children.append(child)
     wait_ready(child, timeout_s=120)
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ops_port}"
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,7 @@ async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runn
     sys_ = RunningSystem(env=env, logs=tmp / "logs")
     async with cleaned_up(sys_):
         sys_.start("pipeline")
-        sys_.env["B_URL"] = start_gateway(sys_, "gateway-b", partition=1)
+        sys_.env["B_URL"], sys_.env["B_OPS_URL"] = start_gateway(sys_, "gateway-b", partition=1)
         async with DocumentPublisher(sys_.settings()) as publisher:
             for doc_id, (title, text, metadata) in DOCS.items():
                 await publisher.publish(DocumentEvent(doc_id=doc_id, version=1, title=title, text=text,
@@ -122,9 +124,10 @@ async def read_topic(system: RunningSystem, name: str) -> list[Any]:
         await consumer.stop()
 
 
-async def metric(base_http: str, name: str) -> float:
+async def metric(ops_url: str, name: str) -> float:
+    """A sample summed from a replica's operator listener (never on the public one)."""
     async with httpx.AsyncClient(timeout=5) as http:
-        text = (await http.get(f"{base_http}/metrics")).text
+        text = (await http.get(f"{ops_url}/metrics")).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith(name) and not line.startswith("#"))
 
@@ -153,8 +156,8 @@ async def test_two_replicas_each_get_only_their_own_answers(system: RunningSyste
         assert record.partition == asked_on[record.key.decode()]
         assert decode(AnswerEvent, record.value).query_id in asked_on
     assert {r.key.decode() for r in answers} == set(asked_on)
-    for base in (system.env["B_URL"], f"http://127.0.0.1:{system.env['AICHAT_GATEWAY_PORT']}"):
-        assert await metric(base, 'aichat_gateway_answers_dropped_total{reason="unknown_query"}') == 0
+    for ops in (system.env["B_OPS_URL"], system.gateway_ops_url):
+        assert await metric(ops, 'aichat_gateway_answers_dropped_total{reason="unknown_query"}') == 0
 
 
 async def test_a_users_budget_is_shared_by_the_replicas(system: RunningSystem) -> None:
@@ -182,8 +185,8 @@ async def test_a_users_budget_is_shared_by_the_replicas(system: RunningSystem) -
     await asyncio.gather(*(burst(url, n) for n, url in enumerate(urls)))
     assert answered + refused == 24
     assert 8 <= answered <= 12, (answered, refused)  # the burst, plus what refilled meanwhile
-    limited = [await metric(base, 'aichat_gateway_rate_limited_total{limit="user_queries"}')
-               for base in (system.env["B_URL"], f"http://127.0.0.1:{system.env['AICHAT_GATEWAY_PORT']}")]
+    limited = [await metric(ops, 'aichat_gateway_rate_limited_total{limit="user_queries"}')
+               for ops in (system.env["B_OPS_URL"], system.gateway_ops_url)]
     assert all(n > 0 for n in limited) and sum(limited) >= refused
 
 
@@ -240,21 +243,26 @@ async def test_cancel_stops_forwarding_and_is_published(system: RunningSystem) -
 
 
 async def test_readiness_turns_503_while_weaviate_is_down(system: RunningSystem) -> None:
-    ready_url = f"http://127.0.0.1:{system.env['AICHAT_GATEWAY_PORT']}/health/ready"
+    ready_url = f"{system.gateway_ops_url}/health/ready"  # the detailed one: operators only
+    public_url = f"http://127.0.0.1:{system.env['AICHAT_GATEWAY_PORT']}/health/ready"
     async with httpx.AsyncClient(timeout=10) as http:
         before = await http.get(ready_url)
         assert before.status_code == 200, before.json()
         assert set(before.json()["checks"]) == {"kafka", "weaviate", "elasticsearch", "model", "redis"}
+        assert (await http.get(f"http://127.0.0.1:{system.env['AICHAT_GATEWAY_PORT']}/metrics")).status_code == 404
         stack_settings = load_settings(StackSettings)
         stack.down(stack_settings, services=["weaviate"])
         try:
             down = await http.get(ready_url)
+            public_down = await http.get(public_url)
         finally:
             stack.up(stack_settings, services=["weaviate"])
         body = down.json()
         assert down.status_code == 503 and body["status"] == "not_ready"
         assert not body["checks"]["weaviate"]["ok"] and body["checks"]["weaviate"]["detail"]
         assert body["checks"]["kafka"]["ok"] and body["checks"]["redis"]["ok"]
+        # the public listener says not ready and nothing about what is behind it
+        assert (public_down.status_code, public_down.json()) == (503, {"status": "not_ready"})
 
         async def ready_again() -> bool:
             return (await http.get(ready_url)).status_code == 200

@@ -172,7 +172,7 @@ async def test_metrics_of_every_process_parse_and_cover_rules_and_dashboard(syst
     urls = {
         "pipeline": f"http://127.0.0.1:{env['AICHAT_WORKER_WEB_PORT']}/metrics",
         "shipper": f"http://127.0.0.1:{env['AICHAT_SHIPPER_WEB_PORT']}/metrics",
-        "gateway": f"http://127.0.0.1:{env['AICHAT_GATEWAY_PORT']}/metrics",
+        "gateway": f"{system.gateway_ops_url}/metrics",  # the operator listener
     }
     group_prefix = system.settings().topic_prefix
 

@@ -164,6 +164,19 @@ def assert_still_open(ws: WebSocketTestSession) -> None:
     assert ws.receive_json() == {"type": "pong"}
 
 
+def operator_get(client: TestClient, path: str) -> httpx.Response:
+    """GET ``path`` of the operator app (served on its own listener in production), on the
+    loop the public app's lifespan runs on: the checks use its clients."""
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=client.app.state.operator)  # type: ignore[attr-defined]
+        async with httpx.AsyncClient(transport=transport, base_url="http://operator") as http:
+            return await http.get(path)
+
+    assert client.portal is not None, "inside `with TestClient(app)` only"
+    return client.portal.call(get)
+
+
 # -- websocket ---------------------------------------------------------------------------------
 
 
@@ -245,6 +258,36 @@ def test_duplicate_answer_events_are_sent_once(
         ws.send_json(query())
         frames = receive_until_final(ws)
     assert [f["type"] for f in frames] == ["ack", "token", "done"]
+
+
+def test_an_answerer_replay_equal_to_what_was_sent_continues_the_answer(
+    client: TestClient, transport: FakeTransport
+) -> None:
+    # the answerer died after seq 1 and its successor answers the query again from seq 0
+    transport.script = lambda event: [*full_answer(event)[:2], *full_answer(event)]
+    with client.websocket_connect("/ws") as ws:
+        ws.send_json(query())
+        frames = receive_until_final(ws)
+    assert [f["type"] for f in frames] == ["ack", "sources", "token", "token", "done"]
+    assert "".join(f["delta"] for f in frames if f["type"] == "token") == "Kafka is a log."
+
+
+def test_an_answerer_replay_that_differs_ends_the_query_with_an_error(
+    client: TestClient, transport: FakeTransport
+) -> None:
+    # a sampling model answers differently the second time: never splice the two runs
+    def script(event: QueryEvent) -> list[AnswerEvent]:
+        first = full_answer(event)
+        other = AnswerEvent(query_id=event.query_id, seq=1, kind="token", delta="Logs are ")
+        return [*first[:2], first[0], other, *first[2:]]
+
+    transport.script = script
+    with client.websocket_connect("/ws") as ws:
+        ws.send_json(query())
+        frames = receive_until_final(ws)
+        assert_still_open(ws)
+    assert [f["type"] for f in frames] == ["ack", "sources", "token", "error"]
+    assert frames[-1]["code"] == "answer_interrupted" and "ask again" in frames[-1]["message"]
 
 
 def test_kafka_unavailable_is_an_error_frame(transport: FakeTransport) -> None:
@@ -361,13 +404,16 @@ def test_ready_when_every_check_passes(transport: FakeTransport) -> None:
     seen: list[str] = []
     app = create_app(settings(), transport=transport, http_transport=probes(seen))
     with TestClient(app) as client:
-        response = client.get("/health/ready")
+        response = operator_get(client, "/health/ready")
+        probed = sorted(seen)
+        public = client.get("/health/ready")
     assert response.status_code == 200, response.json()
     body = response.json()
     assert body["status"] == "ready"
+    assert (public.status_code, public.json()) == (200, {"status": "ready"})
     assert set(body["checks"]) == {"kafka", "weaviate", "elasticsearch", "model"}
     assert all(check["ok"] for check in body["checks"].values())
-    assert sorted(seen) == [
+    assert probed == [
         "http://127.0.0.1:8080/v1/.well-known/ready",
         "http://127.0.0.1:9200/_cluster/health",
         "http://w1:6066/health/ready",
@@ -398,11 +444,15 @@ def test_not_ready_names_the_failing_check(
         http_transport=probes([], worker2=worker2, es_status=es_status),
     )
     with TestClient(app) as client:
-        response = client.get("/health/ready")
+        response = operator_get(client, "/health/ready")
+        public = client.get("/health/ready")
     assert response.status_code == 503
     checks = response.json()["checks"]
     assert [name for name, check in checks.items() if not check["ok"]] == [failing]
     assert words in checks[failing]["detail"]
+    # the public listener says not ready, and nothing about what is behind it
+    assert (public.status_code, public.json()) == (503, {"status": "not_ready"})
+    assert words not in public.text and failing not in public.text
 
 
 def test_ready_check_that_hangs_times_out(transport: FakeTransport) -> None:
@@ -414,7 +464,7 @@ def test_ready_check_that_hangs_times_out(transport: FakeTransport) -> None:
         settings(readiness_timeout_s=0.1), transport=transport, checks={"weaviate": hangs}
     )
     with TestClient(app) as client:
-        response = client.get("/health/ready")
+        response = operator_get(client, "/health/ready")
     assert response.status_code == 503
     check = response.json()["checks"]["weaviate"]
     assert (check["ok"], check["detail"]) == (False, "no answer within 0.1s")
@@ -438,14 +488,15 @@ def test_unhandled_error_returns_only_an_error_id(
     assert body["error_id"] in record.getMessage() and record.exc_info is not None
 
 
-def test_metrics_and_page(client: TestClient) -> None:
+def test_metrics_on_the_operator_app_and_the_page(client: TestClient) -> None:
     with client.websocket_connect("/ws") as ws:
         ws.send_text("{oops")
         ws.receive_json()
-    metrics = client.get("/metrics")
+    metrics = operator_get(client, "/metrics")
     assert metrics.status_code == 200
     assert "aichat_gateway_open_connections" in metrics.text
     assert 'aichat_gateway_frames_refused_total{code="bad_json"}' in metrics.text
+    assert client.get("/metrics").status_code == 404  # never on the public listener
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "/ws" in page.text

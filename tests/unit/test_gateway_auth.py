@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,37 +90,40 @@ def client(transport: FakeTransport) -> Any:
         yield test_client
 
 
-BAD_TOKENS = [
-    ("expired", token(exp=int(time.time()) - 5), "token_expired", "expired"),
-    ("alg none", unsigned(), "invalid_token", "bad_algorithm"),
-    ("wrong audience", token(aud="someone-else"), "invalid_token", "wrong_audience"),
-    ("wrong issuer", token(iss="https://evil.example"), "invalid_token", "wrong_issuer"),
-    ("no exp", token(exp=None), "invalid_token", "missing_claim"),
-    ("no aud", token(aud=None), "invalid_token", "missing_claim"),
-    ("no sub", token(sub=None), "invalid_token", "missing_claim"),
-    ("no tenant", token(tenant=None), "invalid_token", "missing_claim"),
-    ("bad tenant", token(tenant="../other"), "invalid_token", "bad_claim"),
+# minted when each test runs, not at collection: a long run must not expire them first
+BAD_TOKENS: list[tuple[str, Callable[[], str], str, str]] = [
+    ("expired", lambda: token(exp=int(time.time()) - 5), "token_expired", "expired"),
+    ("alg none", lambda: unsigned(), "invalid_token", "bad_algorithm"),
+    ("wrong audience", lambda: token(aud="someone-else"), "invalid_token", "wrong_audience"),
+    ("wrong issuer", lambda: token(iss="https://evil.example"), "invalid_token", "wrong_issuer"),
+    ("no exp", lambda: token(exp=None), "invalid_token", "missing_claim"),
+    ("no aud", lambda: token(aud=None), "invalid_token", "missing_claim"),
+    ("no sub", lambda: token(sub=None), "invalid_token", "missing_claim"),
+    ("no tenant", lambda: token(tenant=None), "invalid_token", "missing_claim"),
+    ("bad tenant", lambda: token(tenant="../other"), "invalid_token", "bad_claim"),
     # "$" matches before a final newline: such a tenant used to pass and fail every query later
-    ("tenant ending in a newline", token(tenant="acme\n"), "invalid_token", "bad_claim"),
-    ("user with a control character", token(sub="alice\n"), "invalid_token", "bad_claim"),
-    ("valid for a year", token(iat=int(time.time()), exp=int(time.time()) + 365 * 86400),
+    ("tenant ending in a newline", lambda: token(tenant="acme\n"), "invalid_token", "bad_claim"),
+    ("user with a control character", lambda: token(sub="alice\n"), "invalid_token", "bad_claim"),
+    ("valid for a year", lambda: token(iat=int(time.time()), exp=int(time.time()) + 365 * 86400),
      "invalid_token", "lifetime_too_long"),
-    ("a year ahead without iat", token(exp=int(time.time()) + 365 * 86400),
+    ("a year ahead without iat", lambda: token(exp=int(time.time()) + 365 * 86400),
      "invalid_token", "lifetime_too_long"),
-    ("forged", jwt.encode({"sub": "a", "tenant": "acme", "aud": "aichat", "iss": "aichat",
+    ("forged", lambda: jwt.encode({"sub": "a", "tenant": "acme", "aud": "aichat", "iss": "aichat",
                            "exp": int(time.time()) + 60}, "x" * 40, algorithm="HS256"),
      "invalid_token", "bad_signature"),
-    ("HS512", jwt.encode({"sub": "a", "aud": "aichat", "iss": "aichat", "exp": int(time.time()) + 60},
+    ("HS512", lambda: jwt.encode({"sub": "a", "aud": "aichat", "iss": "aichat", "exp": int(time.time()) + 60},
                          SECRET + SECRET, algorithm="HS512"), "invalid_token", "bad_algorithm"),
-    ("garbage", "not.a.jwt", "invalid_token", "malformed"),
+    ("garbage", lambda: "not.a.jwt", "invalid_token", "malformed"),
 ]
 
 
-@pytest.mark.parametrize(("case", "bad", "code", "reason"), BAD_TOKENS, ids=[c[0] for c in BAD_TOKENS])
+@pytest.mark.parametrize(("case", "mint_bad", "code", "reason"), BAD_TOKENS, ids=[c[0] for c in BAD_TOKENS])
 @pytest.mark.parametrize("via", ["header", "query"])
 def test_bad_tokens_are_refused_at_the_handshake(
-    client: TestClient, transport: FakeTransport, case: str, bad: str, code: str, reason: str, via: str
+    client: TestClient, transport: FakeTransport, case: str, mint_bad: Callable[[], str], code: str,
+    reason: str, via: str,
 ) -> None:
+    bad = mint_bad()
     before = refused(reason)
     with pytest.raises(WebSocketDenialResponse) as denied:
         if via == "header":
