@@ -45,6 +45,7 @@ from schemas.events import (
     chunk_uuid,
 )
 from streams.config import WorkerSettings, load_settings
+from streams.endpoints import elastic_http_options
 from streams.logs import EcsJsonFormatter
 
 
@@ -100,9 +101,9 @@ async def fill(settings: WorkerSettings, recs: list[tuple[str, bytes, bytes]]) -
 
 
 async def es_count(settings: WorkerSettings) -> int:
-    url = f"{settings.elastic_url}/{settings.elastic_index_prefix}-*"
-    async with httpx.AsyncClient(timeout=30) as http:
-        response = await http.get(f"{url}/_count", params={"q": "kafka.offset:*"})
+    async with httpx.AsyncClient(**elastic_http_options(settings), timeout=30) as http:
+        response = await http.get(f"/{settings.elastic_index_prefix}-*/_count",
+                                  params={"q": "kafka.offset:*"})
         return int(response.json().get("count", 0)) if response.status_code == 200 else 0
 
 

@@ -8,6 +8,7 @@ import httpx
 from infra.errors import StackError
 from infra.kafka.topics import delete_prefixed_topics
 from streams.config import WorkerSettings
+from streams.endpoints import elastic_http_options, weaviate_http_options
 
 DEFAULT_INDEX_PREFIX = "aichat-events"
 DEFAULT_COLLECTION = "Chunk"
@@ -19,12 +20,12 @@ async def drop_isolated_state(settings: WorkerSettings) -> None:
     if settings.elastic_index_prefix == DEFAULT_INDEX_PREFIX or not settings.topic_prefix:
         raise StackError("refusing to drop the default topics or indices")
     await delete_prefixed_topics(settings)
-    schema = f"http://{settings.weaviate_host}:{settings.weaviate_http_port}/v1/schema"
     prefix = settings.elastic_index_prefix
-    async with httpx.AsyncClient(timeout=60) as http:
-        if settings.weaviate_collection != DEFAULT_COLLECTION:
+    if settings.weaviate_collection != DEFAULT_COLLECTION:
+        async with httpx.AsyncClient(**weaviate_http_options(settings), timeout=60) as weaviate:
             for collection in (settings.weaviate_collection, f"{settings.weaviate_collection}Docs"):
-                await http.delete(f"{schema}/{collection}")
-        await http.delete(f"{settings.elastic_url}/{prefix}-*")
+                await weaviate.delete(f"/v1/schema/{collection}")
+    async with httpx.AsyncClient(**elastic_http_options(settings), timeout=60) as es:
+        await es.delete(f"/{prefix}-*")
         for template in (prefix, f"{prefix}-logs", f"{prefix}-summaries"):
-            await http.delete(f"{settings.elastic_url}/_index_template/{template}")
+            await es.delete(f"/_index_template/{template}")

@@ -30,6 +30,7 @@ from infra.errors import StackError
 from infra.kafka.topics import admin_client
 from streams.agents import ROLES
 from streams.config import WorkerSettings, load_settings
+from streams.endpoints import weaviate_http_options
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +116,9 @@ async def topic_partitions(settings: WorkerSettings, names: dict[str, str]) -> d
 
 
 async def drop_collections(settings: WorkerSettings) -> None:
-    schema = f"http://{settings.weaviate_host}:{settings.weaviate_http_port}/v1/schema"
-    headers = ({"Authorization": f"Bearer {settings.weaviate_api_key.get_secret_value()}"}
-               if settings.weaviate_api_key else {})
-    async with httpx.AsyncClient(timeout=60, headers=headers) as http:
+    async with httpx.AsyncClient(**weaviate_http_options(settings), timeout=60) as http:
         for name in (settings.weaviate_collection, f"{settings.weaviate_collection}Docs"):
-            response = await http.delete(f"{schema}/{name}")
+            response = await http.delete(f"/v1/schema/{name}")
             if response.status_code >= 300 and response.status_code != 404:
                 raise StackError(f"Weaviate refused to delete {name}: HTTP {response.status_code} "
                                  f"{response.text[:200]}")

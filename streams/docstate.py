@@ -22,7 +22,7 @@ from weaviate.exceptions import WeaviateBaseError
 
 from schemas.events import DocKey, document_key
 from streams.errors import DependencyUnavailable
-from streams.weaviate_errors import insert_failed, refused_objects
+from streams.weaviate_errors import insert_failed, refused_objects, within
 
 DOC_NAMESPACE = uuid.UUID("0b0c4f5e-7d3a-4f61-9f0e-3d2a4c8b9e21")
 DocStatus = Literal["indexed", "deleted"]
@@ -99,8 +99,9 @@ class DocState:
 class DocRegistry:
     """Reads and writes :class:`DocState` objects through the store's collection handle."""
 
-    def __init__(self, collection: Any) -> None:
+    def __init__(self, collection: Any, *, timeout_s: float = 30.0) -> None:
         self._collection = collection
+        self._timeout_s = timeout_s  # each call's deadline (streams.weaviate_errors.within)
 
     async def get(self, keys: Iterable[DocKey]) -> dict[DocKey, DocState]:
         """The states of these documents that exist, by (tenant, doc_id)."""
@@ -108,9 +109,9 @@ class DocRegistry:
         if not ids:
             return {}
         try:
-            result = await self._collection.query.fetch_objects(
+            result = await within(self._timeout_s, self._collection.query.fetch_objects(
                 filters=Filter.by_id().contains_any(ids), limit=len(ids)
-            )
+            ), "reading document states")
         except WeaviateBaseError as exc:
             raise DependencyUnavailable(f"Weaviate: cannot read document states: {exc}") from exc
         states = (DocState.from_properties(dict(o.properties)) for o in result.objects)
@@ -119,7 +120,8 @@ class DocRegistry:
     async def count(self) -> int:
         """How many documents have a state (indexed or deleted)."""
         try:
-            result = await self._collection.aggregate.over_all(total_count=True)
+            result = await within(self._timeout_s, self._collection.aggregate.over_all(total_count=True),
+                                  "counting document states")
         except WeaviateBaseError as exc:
             raise DependencyUnavailable(f"Weaviate: cannot count document states: {exc}") from exc
         return int(result.total_count or 0)
@@ -128,7 +130,8 @@ class DocRegistry:
         if not states:
             return
         try:
-            result = await self._collection.data.insert_many([s.to_object() for s in states])
+            result = await within(self._timeout_s, self._collection.data.insert_many(
+                [s.to_object() for s in states]), f"a write of {len(states)} document states")
         except WeaviateBaseError as exc:
             raise insert_failed(exc, len(states), _state_named(states[0])) from exc
         if result.has_errors:

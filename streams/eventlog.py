@@ -196,6 +196,22 @@ def bulk_body(docs: Iterable[EsDocument]) -> list[dict[str, Any]]:
     return body
 
 
+def elastic_client(settings: ElasticSettings) -> AsyncElasticsearch:
+    """The client of ``elastic_url`` with its API key; an https URL is verified against
+    ``elastic_ca_file`` when set (else the system's roots)."""
+    tls: dict[str, Any] = {}
+    if settings.elastic_ca_file is not None:
+        tls["ca_certs"] = str(settings.elastic_ca_file)
+    return AsyncElasticsearch(
+        settings.elastic_url,
+        api_key=settings.elastic_api_key.get_secret_value() if settings.elastic_api_key else None,
+        request_timeout=30,
+        max_retries=2,
+        retry_on_timeout=True,
+        **tls,
+    )
+
+
 class ElasticSink:
     """Owns one ``AsyncElasticsearch`` client; :meth:`write` is all-or-error per batch."""
 
@@ -207,13 +223,7 @@ class ElasticSink:
 
     async def start(self) -> None:
         s = self.settings
-        self._client = AsyncElasticsearch(
-            s.elastic_url,
-            api_key=s.elastic_api_key.get_secret_value() if s.elastic_api_key else None,
-            request_timeout=30,
-            max_retries=2,
-            retry_on_timeout=True,
-        )
+        self._client = elastic_client(s)
         await self.ensure_template()
         log.info("Elasticsearch sink to %s, indices %s-*", s.elastic_url, s.elastic_index_prefix)
 

@@ -32,11 +32,13 @@ from weaviate.exceptions import (
 from schemas.events import EmbeddedChunk, Scalar
 from streams.config import WeaviateSettings
 from streams.docstate import DOCS_DEFINITION, DocRegistry
+from streams.endpoints import weaviate_http_options, weaviate_url
 from streams.errors import DependencyUnavailable, EffectFailed, ModelMismatch
 from streams.filters import CHUNK_FILTERS, build_filter, document_filter, meta_property, meta_text
 from streams.generation import Passage
 from streams.keywords import keyword_field
-from streams.weaviate_errors import insert_failed, refused_objects
+from streams.weaviate_connect import weaviate_client
+from streams.weaviate_errors import insert_failed, refused_objects, within
 
 log = logging.getLogger(__name__)
 
@@ -129,26 +131,15 @@ class WeaviateStore:
 
     async def start(self) -> None:
         s = self.settings
-        auth = (
-            weaviate.auth.AuthApiKey(s.weaviate_api_key.get_secret_value())
-            if s.weaviate_api_key
-            else None
-        )
-        client = weaviate.use_async_with_local(
-            host=s.weaviate_host,
-            port=s.weaviate_http_port,
-            grpc_port=s.weaviate_grpc_port,
-            auth_credentials=auth,
-            skip_init_checks=False,
-        )
+        client = weaviate_client(s)
         try:
             await client.connect()
             await self.ensure_collection(client)
         except WeaviateConnectionError as exc:
             await client.close()
-            raise DependencyUnavailable(f"Weaviate at {s.weaviate_host}:{s.weaviate_http_port}: {exc}") from exc
+            raise DependencyUnavailable(f"Weaviate at {weaviate_url(s)}: {exc}") from exc
         self._client = client
-        log.info("connected to Weaviate %s:%s, collection %s", s.weaviate_host, s.weaviate_http_port, s.weaviate_collection)
+        log.info("connected to Weaviate %s, collection %s", weaviate_url(s), s.weaviate_collection)
 
     async def stop(self) -> None:
         client, self._client = self._client, None
@@ -211,13 +202,8 @@ class WeaviateStore:
                             "it empty until re-indexed)", prop["name"], name)
 
     async def _http_add_property(self, name: str, prop: dict[str, Any]) -> None:
-        s = self.settings
-        headers = {"Authorization": f"Bearer {s.weaviate_api_key.get_secret_value()}"} if s.weaviate_api_key else {}
-        async with httpx.AsyncClient(timeout=30) as http:
-            response = await http.post(
-                f"http://{s.weaviate_host}:{s.weaviate_http_port}/v1/schema/{name}/properties",
-                json=prop, headers=headers,
-            )
+        async with httpx.AsyncClient(**weaviate_http_options(self.settings), timeout=30) as http:
+            response = await http.post(f"/v1/schema/{name}/properties", json=prop)
         if response.status_code >= 300:
             raise EffectFailed(f"cannot add property {prop['name']} to {name}: {response.text}")
 
@@ -232,7 +218,7 @@ class WeaviateStore:
 
     @property
     def registry(self) -> DocRegistry:
-        return DocRegistry(self._use(self.docs_collection_name))
+        return DocRegistry(self._use(self.docs_collection_name), timeout_s=self.settings.weaviate_timeout_s)
 
     async def delete_chunks(self, tenant: str, doc_id: str, *, versions_below: int | None = None,
                             versions_up_to: int | None = None) -> int:
@@ -247,7 +233,8 @@ class WeaviateStore:
         if versions_up_to is not None:
             where = where & Filter.by_property("version").less_or_equal(versions_up_to)
         try:
-            result = await self._collection.data.delete_many(where=where)
+            result = await within(self.settings.weaviate_timeout_s,
+                                  self._collection.data.delete_many(where=where), "a delete")
         except WeaviateBaseError as exc:
             raise DependencyUnavailable(f"Weaviate delete failed: {exc}") from exc
         if result.failed:
@@ -258,7 +245,8 @@ class WeaviateStore:
         where = document_filter(tenant, doc_id)
         if version is not None:
             where = where & Filter.by_property("version").equal(version)
-        result = await self._collection.aggregate.over_all(total_count=True, filters=where)
+        result = await within(self.settings.weaviate_timeout_s,
+                              self._collection.aggregate.over_all(total_count=True, filters=where), "a count")
         return int(result.total_count or 0)
 
     async def index_model(self) -> str | None:
@@ -267,7 +255,8 @@ class WeaviateStore:
         if self._model is not None:
             return self._model
         try:
-            result = await self._collection.query.fetch_objects(limit=1, return_properties=["model"])
+            result = await within(self.settings.weaviate_timeout_s, self._collection.query.fetch_objects(
+                limit=1, return_properties=["model"]), "reading the index's model")
         except WeaviateBaseError as exc:
             raise DependencyUnavailable(f"Weaviate: cannot read the index's model: {exc}") from exc
         if not result.objects:
@@ -297,7 +286,8 @@ class WeaviateStore:
         # keyword analysis (MeCab) is CPU work: off the event loop
         objects = await asyncio.to_thread(_chunk_objects, items)
         try:
-            result = await self._collection.data.insert_many(objects)
+            result = await within(self.settings.weaviate_timeout_s,
+                                  self._collection.data.insert_many(objects), f"a write of {len(objects)} chunks")
         except WeaviateConnectionError as exc:
             raise DependencyUnavailable(f"Weaviate unreachable: {exc}") from exc
         except WeaviateBaseError as exc:
@@ -322,7 +312,7 @@ class WeaviateStore:
         if unknown and unknown - await self._load_properties():
             return []  # no document has that metadata key: nothing can match
         try:
-            result = await self._collection.query.hybrid(
+            result = await within(self.settings.weaviate_timeout_s, self._collection.query.hybrid(
                 query=keyword_field(text) or text,
                 vector=list(vector),
                 alpha=alpha,
@@ -333,7 +323,7 @@ class WeaviateStore:
                 return_properties=_RETURN_PROPS,
                 include_vector=alpha > 0,  # for each passage's similarity to the question
                 fusion_type=HybridFusion.RANKED if fusion == "ranked" else HybridFusion.RELATIVE_SCORE,
-            )
+            ), "a search")
         except (WeaviateConnectionError, WeaviateQueryError) as exc:
             raise DependencyUnavailable(f"Weaviate search failed: {exc}") from exc
         query = np.asarray(vector, dtype=np.float32) if alpha > 0 else None
@@ -352,5 +342,6 @@ class WeaviateStore:
 
     async def count(self, tenant: str | None = None) -> int:
         where = Filter.by_property("tenant").equal(tenant) if tenant else None
-        result = await self._collection.aggregate.over_all(total_count=True, filters=where)
+        result = await within(self.settings.weaviate_timeout_s,
+                              self._collection.aggregate.over_all(total_count=True, filters=where), "a count")
         return int(result.total_count or 0)

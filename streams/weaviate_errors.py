@@ -14,7 +14,9 @@ as is every failure to reach the server at all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 from weaviate.exceptions import WeaviateBaseError, WeaviateInsertManyAllFailedError
 
@@ -26,6 +28,22 @@ TRANSIENT_REASONS = (
     "deadline exceeded", "timeout", "timed out", "unavailable", "too many requests",
     "resource exhausted", "not ready", "connection refused", "connection reset",
 )
+
+
+T = TypeVar("T")
+
+
+async def within(seconds: float, call: Awaitable[T], what: str) -> T:
+    """``call``'s result, or :class:`~streams.errors.DependencyUnavailable` once it has taken
+    ``seconds``. weaviate-client retries a gRPC call that finds the server unavailable by
+    itself, sleeping 1 + 2 + … + 32 s with no setting to shorten it; bounded here, every
+    Weaviate call fails within its deadline and the agents' own backoff (capped by
+    ``AICHAT_AGENT_RETRY_MAX_S``) paces the attempts while Weaviate is down."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await call
+    except TimeoutError as exc:
+        raise DependencyUnavailable(f"Weaviate: {what} gave no answer within {seconds:g}s") from exc
 
 
 def is_transient(reason: str) -> bool:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from streams.config import WorkerSettings, load_settings
+from streams.endpoints import HttpOptions, elastic_http_options, weaviate_http_options
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -26,9 +27,12 @@ def _kafka_reachable(bootstrap: str) -> str | None:
         return f"Kafka at {bootstrap}: {exc}"
 
 
-def _http_ok(name: str, url: str) -> str | None:
+def _http_ok(name: str, options: HttpOptions, path: str) -> str | None:
+    """None when ``path`` answers 2xx with the service's credentials and CA."""
+    url = options["base_url"] + path
     try:
-        response = httpx.get(url, timeout=3)
+        with httpx.Client(**options, timeout=3) as http:
+            response = http.get(path)
     except httpx.HTTPError as exc:
         return f"{name} at {url}: {exc}"
     return None if response.status_code < 300 else f"{name} at {url}: HTTP {response.status_code}"
@@ -46,11 +50,9 @@ def services(settings: WorkerSettings) -> WorkerSettings:
         p
         for p in (
             _kafka_reachable(settings.kafka_bootstrap),
-            _http_ok(
-                "Weaviate",
-                f"http://{settings.weaviate_host}:{settings.weaviate_http_port}/v1/.well-known/ready",
-            ),
-            _http_ok("Elasticsearch", f"{settings.elastic_url}/_cluster/health"),
+            # /v1/meta needs the API key (the ready endpoint answers anyone)
+            _http_ok("Weaviate", weaviate_http_options(settings), "/v1/meta"),
+            _http_ok("Elasticsearch", elastic_http_options(settings), "/_cluster/health"),
         )
         if p
     ]

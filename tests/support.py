@@ -36,6 +36,7 @@ def free_port() -> int:
 
 def isolated_env(unique: str, tmp: Path) -> dict[str, str]:
     worker_port, shipper_port, gateway_port = free_port(), free_port(), free_port()
+    gateway_ops_port = free_port()
     secret_file = tmp / "jwt.secret"
     secret_file.parent.mkdir(parents=True, exist_ok=True)
     secret_file.write_text(secrets.token_urlsafe(48), encoding="utf-8")
@@ -53,6 +54,7 @@ def isolated_env(unique: str, tmp: Path) -> dict[str, str]:
         "AICHAT_WORKER_WEB_PORT": str(worker_port),
         "AICHAT_SHIPPER_WEB_PORT": str(shipper_port),
         "AICHAT_GATEWAY_PORT": str(gateway_port),
+        "AICHAT_GATEWAY_OPS_PORT": str(gateway_ops_port),  # /metrics, detailed readiness
         "AICHAT_WORKER_HEALTH_URLS": f'["http://127.0.0.1:{worker_port}/health/ready"]',
         "AICHAT_WORKER_DATA_DIR": str(tmp / "worker"),
         "AICHAT_LOG_FORMAT": "json",
@@ -79,6 +81,11 @@ class RunningSystem:
     @property
     def base_ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.env['AICHAT_GATEWAY_PORT']}/ws"
+
+    @property
+    def gateway_ops_url(self) -> str:
+        """The gateway's operator listener: ``/metrics`` and the detailed ``/health/ready``."""
+        return f"http://127.0.0.1:{self.env['AICHAT_GATEWAY_OPS_PORT']}"
 
     def ws_url_for(self, user: str = "e2e", tenant: str = "default") -> str:
         return f"{self.base_ws_url}?token={self.token(user, tenant)}"

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from infra.config import ES_VERSION, StackSettings, elastic_ports
-from infra.elk.templates import apply_index_template, elastic_headers, template_name
+from infra.elk.templates import apply_index_template, template_name
 from infra.errors import ProvisionError
 from infra.service import LaunchSpec, ServicePaths, base_env
 from infra.system import (
@@ -22,6 +22,7 @@ from infra.system import (
     run_step,
     service_user,
 )
+from streams.endpoints import elastic_http_options
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +154,11 @@ class ElasticLauncher:
         return LaunchSpec((str(home / "bin" / "elasticsearch"),), env, paths.root, run_as)
 
     def probe(self, settings: StackSettings) -> tuple[bool, str]:
-        url = f"{settings.elastic_url.rstrip('/')}/_cluster/health"
         try:
-            response = httpx.get(
-                url,
-                params={"wait_for_status": "yellow", "timeout": "1s"},
-                headers=elastic_headers(settings),
-                timeout=3.0,
-            )
+            with httpx.Client(**elastic_http_options(settings), timeout=3.0) as http:
+                response = http.get(
+                    "/_cluster/health", params={"wait_for_status": "yellow", "timeout": "1s"}
+                )
         except httpx.HTTPError as exc:
             return False, f"not reachable ({type(exc).__name__})"
         if response.status_code != 200:

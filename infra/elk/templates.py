@@ -29,6 +29,7 @@ import httpx
 
 from infra.errors import StackError
 from streams.config import ElasticSettings
+from streams.endpoints import elastic_http_options
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +139,6 @@ def production_requests(settings: ElasticSettings) -> list[tuple[str, dict[str, 
     return requests
 
 
-def elastic_headers(settings: ElasticSettings) -> dict[str, str]:
-    if settings.elastic_api_key is None:
-        return {}
-    return {"Authorization": f"ApiKey {settings.elastic_api_key.get_secret_value()}"}
-
-
 def put_all(
     settings: ElasticSettings,
     requests: list[tuple[str, dict[str, Any]]],
@@ -154,8 +149,7 @@ def put_all(
     """``PUT`` each body; raise :class:`StackError` naming the first one not acknowledged."""
     done = []
     with httpx.Client(
-        base_url=settings.elastic_url.rstrip("/"), headers=elastic_headers(settings),
-        timeout=timeout_s, transport=transport,
+        **elastic_http_options(settings), timeout=timeout_s, transport=transport
     ) as http:
         for path, body in requests:
             try:

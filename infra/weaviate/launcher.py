@@ -1,5 +1,13 @@
 """Weaviate server: a binary built with ``go install`` from the Go module proxy (or given).
 
+Security of the local server: anonymous access is off; clients send an API key
+(``AICHAT_WEAVIATE_API_KEY``, or the random key created once, 0600, in
+``<stack_dir>/weaviate/api-key.secret``; see ``streams/endpoints.py``). REST, gossip and
+Raft listen on 127.0.0.1. Weaviate 1.35 has no bind address for its gRPC API or its
+internal data API (both ``:port``, every interface): gRPC needs the API key like REST, and
+the data API requires a random basic-auth password (``cluster-password.secret``) that only
+the node itself knows.
+
 Order of preference for the binary:
 
 1. ``AICHAT_WEAVIATE_BIN`` (any weaviate-server build);
@@ -27,7 +35,10 @@ from infra.config import WEAVIATE_VERSION, StackSettings, weaviate_ports
 from infra.errors import ProvisionError
 from infra.service import LaunchSpec, ServicePaths, base_env
 from infra.system import file_lock, run_step
-from infra.weaviate.schema import ensure_collection, weaviate_headers, weaviate_url
+from infra.weaviate.schema import ensure_collection
+from query_gateway.tokens import ensure_secret
+from streams.config import WeaviateSettings
+from streams.endpoints import LOOPBACK_HOSTS, local_weaviate_key_path, weaviate_http_options
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +47,10 @@ RELEASE_URL = (
     "https://github.com/weaviate/weaviate/releases/download/"
     "v{version}/weaviate-v{version}-linux-{arch}.tar.gz"
 )
+#: the user name Weaviate gives the principal of the API key
+API_KEY_USER = "aichat"
+CLUSTER_USER = "node"
+CLUSTER_PASSWORD_NAME = "cluster-password.secret"
 
 
 def weaviate_binary(settings: StackSettings) -> Path:
@@ -44,16 +59,37 @@ def weaviate_binary(settings: StackSettings) -> Path:
     return settings.cache_dir / "bin" / f"weaviate-v{WEAVIATE_VERSION}" / "weaviate-server"
 
 
-def weaviate_env(settings: StackSettings, data_dir: Path, backups_dir: Path) -> dict[str, str]:
+def server_api_key(settings: StackSettings) -> str:
+    """The key the local server accepts: the configured one, else the stack's own (made once)."""
+    if settings.weaviate_api_key is not None:
+        key = settings.weaviate_api_key.get_secret_value()
+        if not key or "," in key:
+            raise ProvisionError("AICHAT_WEAVIATE_API_KEY: must be non-empty and without ','")
+        return key
+    return ensure_secret(local_weaviate_key_path(settings.stack_dir))
+
+
+def weaviate_env(
+    settings: StackSettings,
+    data_dir: Path,
+    backups_dir: Path,
+    *,
+    api_key: str,
+    cluster_password: str,
+) -> dict[str, str]:
     """The server's configuration, all through environment variables (pure)."""
     ports = weaviate_ports(settings)
     return {
         "PERSISTENCE_DATA_PATH": str(data_dir),
-        "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "true",
+        "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "false",
+        "AUTHENTICATION_APIKEY_ENABLED": "true",
+        "AUTHENTICATION_APIKEY_ALLOWED_KEYS": api_key,
+        "AUTHENTICATION_APIKEY_USERS": API_KEY_USER,
+        # the internal data API listens on every interface: only the node knows this password
+        "CLUSTER_BASIC_AUTH_USERNAME": CLUSTER_USER,
+        "CLUSTER_BASIC_AUTH_PASSWORD": cluster_password,
         "DEFAULT_VECTORIZER_MODULE": "none",
         "ENABLE_MODULES": "backup-filesystem",
-        # Korean morphological tokenizer for BM25 (tokenization "kagome_kr" in collection.json)
-        "ENABLE_TOKENIZER_KAGOME_KR": "true",
         "BACKUP_FILESYSTEM_PATH": str(backups_dir),
         "QUERY_DEFAULTS_LIMIT": "25",
         "LIMIT_RESOURCES": "true",
@@ -147,20 +183,72 @@ class WeaviateLauncher:
                 _download_release(binary)
 
     def prepare(self, settings: StackSettings, paths: ServicePaths) -> LaunchSpec:
+        if settings.weaviate_scheme != "http":
+            raise ProvisionError(
+                "AICHAT_WEAVIATE_SCHEME: the local stack serves Weaviate over http on 127.0.0.1"
+            )
         backups = paths.root / "backups"
         backups.mkdir(parents=True, exist_ok=True)
         binary = weaviate_binary(settings)
-        env = base_env(paths.root) | weaviate_env(settings, paths.data, backups)
+        env = base_env(paths.root) | weaviate_env(
+            settings,
+            paths.data,
+            backups,
+            api_key=server_api_key(settings),
+            cluster_password=ensure_secret(paths.root / CLUSTER_PASSWORD_NAME),
+        )
         return LaunchSpec(weaviate_argv(settings, binary), env, paths.root)
 
     def probe(self, settings: StackSettings) -> tuple[bool, str]:
-        url = f"{weaviate_url(settings)}/v1/.well-known/ready"
-        try:
-            response = httpx.get(url, headers=weaviate_headers(settings), timeout=3.0)
-        except httpx.HTTPError as exc:
-            return False, f"not reachable ({type(exc).__name__})"
-        return response.status_code == 200, f"ready HTTP {response.status_code}"
+        return probe_weaviate(settings)
 
     def initialise(self, settings: StackSettings) -> str:
         created = ensure_collection(settings)
         return f"collection {settings.weaviate_collection} {'created' if created else 'present'}"
+
+
+def _key_source(settings: WeaviateSettings, *, sent: bool) -> str:
+    """Where the key sent (or looked for) came from, for an operator to check."""
+    if settings.weaviate_api_key is not None:
+        return "AICHAT_WEAVIATE_API_KEY(_FILE)"
+    path = local_weaviate_key_path(settings.stack_dir)
+    if sent:
+        return str(path)
+    if settings.weaviate_host in LOOPBACK_HOSTS:
+        return f"AICHAT_WEAVIATE_API_KEY unset, no {path}"
+    return "AICHAT_WEAVIATE_API_KEY unset"
+
+
+def probe_weaviate(
+    settings: WeaviateSettings, *, transport: httpx.BaseTransport | None = None
+) -> tuple[bool, str]:
+    """Ready, and our API key accepted: ``/.well-known/ready`` answers without a key, so
+    ``/v1/meta`` (which needs one) tells a refused key from a server that is down, and the
+    same request without the key tells whether the server still lets anyone in."""
+    options = weaviate_http_options(settings)
+    try:
+        with httpx.Client(**options, timeout=3.0, transport=transport) as http:
+            ready = http.get("/v1/.well-known/ready")
+            if ready.status_code != 200:
+                return False, f"ready HTTP {ready.status_code}"
+            meta = http.get("/v1/meta").status_code
+        anonymous = meta == 200
+        if anonymous and options["headers"]:
+            with httpx.Client(base_url=options["base_url"], verify=options["verify"],
+                              timeout=3.0, transport=transport) as bare:
+                anonymous = bare.get("/v1/meta").status_code == 200
+    except httpx.HTTPError as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return False, "TLS certificate not trusted (AICHAT_WEAVIATE_CA_FILE)"
+        return False, f"not reachable ({type(exc).__name__})"
+    if anonymous:
+        return True, "ready, but anonymous access is on (started without API-key auth?)"
+    if meta == 200:
+        return True, "ready, API key accepted"
+    sent = bool(options["headers"])
+    if meta == 401:
+        verdict = "API key refused" if sent else "API key required"
+        return False, f"401: {verdict} ({_key_source(settings, sent=sent)})"
+    if meta == 403:
+        return False, f"403: API key lacks permission ({_key_source(settings, sent=sent)})"
+    return False, f"ready, but /v1/meta HTTP {meta}"

@@ -11,20 +11,12 @@ import httpx
 
 from infra.errors import StackError
 from streams.config import WeaviateSettings
+from streams.endpoints import weaviate_headers, weaviate_http_options, weaviate_url
 
 log = logging.getLogger(__name__)
 
 COLLECTION_FILE = Path(__file__).with_name("collection.json")
-
-
-def weaviate_url(settings: WeaviateSettings) -> str:
-    return f"http://{settings.weaviate_host}:{settings.weaviate_http_port}"
-
-
-def weaviate_headers(settings: WeaviateSettings) -> dict[str, str]:
-    if settings.weaviate_api_key is None:
-        return {}
-    return {"Authorization": f"Bearer {settings.weaviate_api_key.get_secret_value()}"}
+__all__ = ["ensure_collection", "render_collection", "weaviate_headers", "weaviate_url"]
 
 
 def render_collection(settings: WeaviateSettings, text: str | None = None) -> dict[str, Any]:
@@ -38,10 +30,10 @@ def render_collection(settings: WeaviateSettings, text: str | None = None) -> di
 def ensure_collection(settings: WeaviateSettings, *, timeout_s: float = 30.0) -> bool:
     """Create the collection unless ``GET /v1/schema/<class>`` finds it; True if created."""
     name = settings.weaviate_collection
-    base = weaviate_url(settings)
-    headers = weaviate_headers(settings)
+    options = weaviate_http_options(settings)
+    base = options["base_url"]
     try:
-        with httpx.Client(base_url=base, headers=headers, timeout=timeout_s) as client:
+        with httpx.Client(**options, timeout=timeout_s) as client:
             found = client.get(f"/v1/schema/{name}")
             if found.status_code == 200:
                 return False

@@ -13,6 +13,7 @@ from infra.errors import StackError
 from infra.kafka.topics import delete_prefixed_topics, ensure_topics
 from infra.rebuild import group_id, rebuild, topic_partitions
 from streams.config import WorkerSettings
+from streams.endpoints import weaviate_http_options
 from streams.vectorstore import WeaviateStore
 
 
@@ -23,10 +24,9 @@ async def isolated(services: WorkerSettings, unique: str) -> AsyncIterator[Worke
     await ensure_topics(settings)
     yield settings
     await delete_prefixed_topics(settings)
-    schema = f"http://{settings.weaviate_host}:{settings.weaviate_http_port}/v1/schema"
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(**weaviate_http_options(settings)) as http:
         for name in (settings.weaviate_collection, f"{settings.weaviate_collection}Docs"):
-            await http.delete(f"{schema}/{name}")
+            await http.delete(f"/v1/schema/{name}")
 
 
 async def _produce(settings: WorkerSettings, base: str, n: int) -> None:
@@ -60,10 +60,9 @@ async def test_rebuild_replays_documents_and_skips_derived_topics(isolated: Work
     group = group_id(isolated, "pipeline")
     assert set((await _committed(isolated, group, "documents")).values()) == {0}
     assert sum(v or 0 for v in (await _committed(isolated, group, "embeddings")).values()) == 4
-    schema = f"http://{isolated.weaviate_host}:{isolated.weaviate_http_port}/v1/schema"
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(**weaviate_http_options(isolated)) as http:
         for name in (isolated.weaviate_collection, f"{isolated.weaviate_collection}Docs"):
-            assert (await http.get(f"{schema}/{name}")).status_code == 404
+            assert (await http.get(f"/v1/schema/{name}")).status_code == 404
 
 
 async def test_rebuild_is_refused_while_a_worker_of_the_group_runs(isolated: WorkerSettings) -> None:
@@ -80,6 +79,6 @@ async def test_rebuild_is_refused_while_a_worker_of_the_group_runs(isolated: Wor
         assert "IllegalState" not in str(refused.value)  # Kafka's own refusal, not ours
     finally:
         await member.stop()
-    schema = f"http://{isolated.weaviate_host}:{isolated.weaviate_http_port}/v1/schema"
-    async with httpx.AsyncClient() as http:  # nothing was dropped: the refusal came first
-        assert (await http.get(f"{schema}/{isolated.weaviate_collection}")).status_code == 200
+    async with httpx.AsyncClient(**weaviate_http_options(isolated)) as http:
+        # nothing was dropped: the refusal came first
+        assert (await http.get(f"/v1/schema/{isolated.weaviate_collection}")).status_code == 200

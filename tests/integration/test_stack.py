@@ -12,8 +12,9 @@ from infra.config import StackSettings
 from infra.elk.templates import apply_index_template, template_name
 from infra.kafka.topics import admin_client, ensure_topics, load_topic_specs
 from infra.stack import status, up
-from infra.weaviate.schema import ensure_collection, weaviate_url
+from infra.weaviate.schema import ensure_collection
 from streams.config import load_settings
+from streams.endpoints import weaviate_http_options
 
 pytestmark = pytest.mark.integration
 
@@ -119,9 +120,8 @@ def test_apply_index_template_with_own_prefix(stack_settings: StackSettings) -> 
 
 
 def test_collection_exists(stack_settings: StackSettings) -> None:
-    response = httpx.get(
-        f"{weaviate_url(stack_settings)}/v1/schema/{stack_settings.weaviate_collection}", timeout=10
-    )
+    with httpx.Client(**weaviate_http_options(stack_settings), timeout=10) as http:
+        response = http.get(f"/v1/schema/{stack_settings.weaviate_collection}")
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["vectorizer"] == "none"
@@ -137,4 +137,5 @@ def test_ensure_collection_creates_once(stack_settings: StackSettings) -> None:
         assert ensure_collection(own) is True
         assert ensure_collection(own) is False
     finally:
-        httpx.delete(f"{weaviate_url(own)}/v1/schema/{own.weaviate_collection}", timeout=10)
+        with httpx.Client(**weaviate_http_options(own), timeout=10) as http:
+            http.delete(f"/v1/schema/{own.weaviate_collection}")

@@ -11,6 +11,7 @@ import pytest
 from schemas.codec import pack_vector
 from schemas.events import EmbeddedChunk, chunk_uuid
 from streams.config import WorkerSettings
+from streams.endpoints import weaviate_http_options
 from streams.errors import EffectFailed, ModelMismatch, is_retriable
 from streams.vectorstore import ChunkVector, WeaviateStore
 
@@ -37,10 +38,9 @@ async def store(services: WorkerSettings, unique: str) -> AsyncIterator[Weaviate
     await s.start()
     yield s
     await s.stop()
-    schema = f"http://{settings.weaviate_host}:{settings.weaviate_http_port}/v1/schema"
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(**weaviate_http_options(settings)) as http:
         for collection in (settings.weaviate_collection, f"{settings.weaviate_collection}Docs"):
-            await http.delete(f"{schema}/{collection}")
+            await http.delete(f"/v1/schema/{collection}")
 
 
 async def test_replayed_upserts_leave_one_object_per_chunk(store: WeaviateStore) -> None:

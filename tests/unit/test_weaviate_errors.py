@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from weaviate.exceptions import WeaviateInsertManyAllFailedError, WeaviateQueryError
 
-from streams.errors import is_retriable
-from streams.weaviate_errors import insert_failed, refused_objects
+from streams.errors import DependencyUnavailable, is_retriable
+from streams.weaviate_errors import insert_failed, refused_objects, within
 
 WRONG_LENGTH = "new node has a vector with length 4. Existing nodes have vectors with length 384"
 
@@ -37,3 +39,19 @@ def test_some_objects_refused_is_not_retriable_and_names_the_reason() -> None:
 
 def test_any_other_client_error_is_an_outage() -> None:
     assert is_retriable(insert_failed(WeaviateQueryError("grpc unavailable", "gRPC"), 2, "2 chunks"))
+
+
+async def test_a_call_past_its_deadline_is_a_retriable_outage() -> None:
+    # what weaviate-client does while the server is down: sleep between its own retries
+    never = asyncio.Event()
+    with pytest.raises(DependencyUnavailable, match="a search gave no answer within 0.05s") as raised:
+        await within(0.05, never.wait(), "a search")
+    assert is_retriable(raised.value)
+
+
+async def test_a_call_within_its_deadline_returns_its_result() -> None:
+    async def answer() -> int:
+        await asyncio.sleep(0)
+        return 42
+
+    assert await within(5.0, answer(), "a count") == 42
