@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 
 from infra import stack
-from infra.config import SERVICES, StackSettings
+from infra.config import SERVICES, StackSettings, kafka_bootstrap_servers
 from infra.errors import ServiceFailedToStart, StackError
 from infra.service import ServiceStatus
 from streams.config import load_settings
@@ -32,9 +32,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up.add_argument(
         "--only",
         nargs="+",
-        choices=SERVICES,
+        choices=(*SERVICES, *stack.KAFKA_NODE_NAMES),
         metavar="SERVICE",
-        help=f"start only these ({', '.join(SERVICES)})",
+        help=f"start only these ({', '.join(SERVICES)}; or one Kafka node, kafka-2)",
+    )
+    up.add_argument(
+        "--brokers",
+        type=int,
+        metavar="N",
+        help="Kafka nodes (default AICHAT_KAFKA_BROKERS, 1); 3: a KRaft cluster with "
+        "replication factor 3 and min.insync.replicas 2",
     )
     down = commands.add_parser("down", help="stop every service (SIGTERM, then SIGKILL)")
     down.add_argument("--wipe", action="store_true", help="also delete the data directories")
@@ -59,12 +66,19 @@ def _table(rows: Sequence[ServiceStatus]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(StackSettings)
+        brokers = getattr(args, "brokers", None)
+        overrides = {} if brokers is None else {"kafka_brokers": brokers}
+        settings = load_settings(StackSettings, **overrides)
         if args.stack_command == "up":
             started = time.monotonic()
             rows = stack.up(settings, wipe=args.wipe, services=args.only or SERVICES)
             print(_table(rows))
             print(f"stack up in {time.monotonic() - started:.1f}s")
+            if settings.kafka_brokers > 1:
+                print(
+                    f"clients: AICHAT_KAFKA_BOOTSTRAP={kafka_bootstrap_servers(settings)} "
+                    f"(status and down: AICHAT_KAFKA_BROKERS={settings.kafka_brokers})"
+                )
             return 0
         if args.stack_command == "down":
             stack.down(settings, wipe=args.wipe)

@@ -7,6 +7,12 @@ three services start in parallel; the first failure is raised after all finished
 
 Redis (gateway rate limits shared across replicas) is optional: ``up`` starts it
 only when named in ``services``; ``status`` lists it once started; ``down`` stops it.
+
+Kafka is one service, ``kafka``, or with ``AICHAT_KAFKA_BROKERS=3`` the nodes ``kafka-1`` …
+``kafka-3`` (``infra/kafka/launcher.py``). The name ``kafka`` in ``services`` means all of
+them; a node's own name means that node alone (restarting one broker). ``status`` and
+``down`` also find the nodes of a stack started with another node count (by their pid
+files), so a cluster is never left running unseen.
 """
 
 from __future__ import annotations
@@ -19,8 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from infra.config import (
     LOOPBACK_HOSTS,
+    MAX_KAFKA_NODES,
     SERVICES,
     StackSettings,
+    kafka_bootstrap_problem,
+    kafka_node_id,
+    kafka_node_names,
     port_conflicts,
     service_hosts,
     service_ports,
@@ -54,7 +64,25 @@ LAUNCHERS: dict[str, Launcher] = {
 #: started only when asked for by name
 OPTIONAL_SERVICES: tuple[str, ...] = ("redis",)
 KNOWN_SERVICES: tuple[str, ...] = (*SERVICES, *OPTIONAL_SERVICES)
-__all__ = ["KNOWN_SERVICES", "OPTIONAL_SERVICES", "ServiceStatus", "down", "init", "status", "up"]
+#: the names of the nodes of a multi-node Kafka, valid in ``services`` besides KNOWN_SERVICES
+KAFKA_NODE_NAMES: tuple[str, ...] = tuple(f"kafka-{i}" for i in range(1, MAX_KAFKA_NODES + 1))
+__all__ = [
+    "KAFKA_NODE_NAMES",
+    "KNOWN_SERVICES",
+    "OPTIONAL_SERVICES",
+    "ServiceStatus",
+    "down",
+    "init",
+    "status",
+    "up",
+]
+_NODE_LAUNCHERS: dict[str, Launcher] = {
+    name: KafkaLauncher(i, clustered=True) for i, name in enumerate(KAFKA_NODE_NAMES, start=1)
+}
+
+
+def _launcher(name: str) -> Launcher:
+    return LAUNCHERS.get(name) or _NODE_LAUNCHERS[name]
 
 
 def _ports(settings: StackSettings) -> dict[str, tuple[int, ...]]:
@@ -66,28 +94,67 @@ def _running_pid(settings: StackSettings, paths: ServicePaths) -> int | None:
     pid = read_pid(paths.pid_file)
     if pid is None:
         return None
-    marker = LAUNCHERS[paths.name].marker(settings)
+    marker = _launcher(paths.name).marker(settings)
     if is_alive(pid, marker) or any(is_alive(m, marker) for m in group_members(pid)):
         return pid
     return None
 
 
+def _found_kafka(settings: StackSettings, *, with_data: bool = False) -> list[str]:
+    """Kafka services of this stack dir outside the configured ones that have a pid file
+    (or, ``with_data``, any directory): a stack started with another node count."""
+    configured = set(kafka_node_names(settings))
+    found = []
+    for name in ("kafka", *KAFKA_NODE_NAMES):
+        paths = service_paths(settings, name)
+        if name not in configured and (
+            paths.pid_file.exists() or (with_data and paths.data.exists())
+        ):
+            found.append(name)
+    return found
+
+
+def _settings_for(settings: StackSettings, name: str, found: Sequence[str]) -> StackSettings:
+    """The settings a found node was started with: as many nodes as the highest one found."""
+    if name not in found:
+        return settings
+    if name == "kafka":
+        return settings.model_copy(update={"kafka_brokers": 1})
+    nodes = max(kafka_node_id(n) or 1 for n in found if n != "kafka")
+    return settings.model_copy(update={"kafka_brokers": max(nodes, settings.kafka_brokers)})
+
+
 def _status_of(settings: StackSettings, name: str) -> ServiceStatus:
     ports = _ports(settings)[name]
     pid = _running_pid(settings, service_paths(settings, name))
-    healthy, detail = LAUNCHERS[name].probe(settings)
+    healthy, detail = _launcher(name).probe(settings)
     if healthy and pid is None:
         detail += " (not started by this stack)"
     return ServiceStatus(name, pid, ports, healthy, detail)
 
 
 def status(settings: StackSettings) -> list[ServiceStatus]:
-    """The core services, plus an optional one this stack started (it has a pid file)."""
-    names = [*SERVICES] + [
+    """The core services (each Kafka node), plus an optional one or a Kafka node of another
+    node count that this stack started (it has a pid file)."""
+    found = _found_kafka(settings)
+    kafka = list(kafka_node_names(settings))
+    if found and kafka == ["kafka"] and not service_paths(settings, "kafka").pid_file.exists():
+        kafka = []  # started as a cluster (`up --brokers 3`): its nodes stand in for it
+    names = [*kafka, *found, *SERVICES[1:]] + [
         n for n in OPTIONAL_SERVICES if service_paths(settings, n).pid_file.exists()
     ]
     with ThreadPoolExecutor(len(names)) as pool:
-        return list(pool.map(lambda n: _status_of(settings, n), names))
+        return list(pool.map(lambda n: _status_of(_settings_for(settings, n, found), n), names))
+
+
+def _expand(settings: StackSettings, services: Sequence[str]) -> list[str]:
+    """``kafka`` → the configured nodes; other names as given (each once, in order)."""
+    names: list[str] = []
+    for name in services:
+        for one in kafka_node_names(settings) if name == "kafka" else (name,):
+            if one not in names:
+                names.append(one)
+    return names
 
 
 def _stop(settings: StackSettings, name: str, *, wipe: bool) -> None:
@@ -106,16 +173,31 @@ def _stop(settings: StackSettings, name: str, *, wipe: bool) -> None:
 def down(
     settings: StackSettings, *, wipe: bool = False, services: Sequence[str] = KNOWN_SERVICES
 ) -> None:
-    """SIGTERM each service's process group, SIGKILL after ``down_timeout_s``; idempotent."""
+    """SIGTERM each service's process group, SIGKILL after ``down_timeout_s``; idempotent.
+
+    ``kafka`` stops every Kafka node this stack dir has, whatever the configured count."""
     _check_names(services)
-    with ThreadPoolExecutor(len(services) or 1) as pool:
-        list(pool.map(lambda n: _stop(settings, n, wipe=wipe), services))
+    names = _expand(settings, services)
+    if "kafka" in services:
+        names += [n for n in _found_kafka(settings, with_data=wipe) if n not in names]
+    with ThreadPoolExecutor(len(names) or 1) as pool:
+        list(pool.map(lambda n: _stop(settings, n, wipe=wipe), names))
 
 
 def _check_names(services: Sequence[str]) -> None:
-    unknown = sorted(set(services) - set(KNOWN_SERVICES))
+    unknown = sorted(set(services) - set(KNOWN_SERVICES) - set(KAFKA_NODE_NAMES))
     if unknown:
         raise StackError(f"unknown service(s) {unknown}; choose from {list(KNOWN_SERVICES)}")
+
+
+def _check_nodes(settings: StackSettings, names: Sequence[str]) -> None:
+    nodes = kafka_node_names(settings)
+    strangers = [n for n in names if kafka_node_id(n) is not None and n not in nodes]
+    if strangers:
+        raise StackError(
+            f"{', '.join(strangers)}: not a node of this stack, whose Kafka is "
+            f"{', '.join(nodes)} (AICHAT_KAFKA_BROKERS={settings.kafka_brokers})"
+        )
 
 
 def _check_settings(settings: StackSettings, services: Sequence[str]) -> None:
@@ -127,6 +209,9 @@ def _check_settings(settings: StackSettings, services: Sequence[str]) -> None:
     problems = port_conflicts(_ports(settings))
     if problems:
         raise StackError("port clash: " + "; ".join(problems))
+    problem = kafka_bootstrap_problem(settings)
+    if problem and any(kafka_node_id(n) is not None for n in services):
+        raise StackError(problem)
 
 
 def _fail(name: str, reason: str, paths: ServicePaths) -> ServiceFailedToStart:
@@ -139,7 +224,7 @@ def _wait_ready(
     settings: StackSettings, name: str, paths: ServicePaths, pid: int, *, ours: bool = True
 ) -> str:
     """Poll the health check until ``up_timeout_s``; a process we just started is stopped on timeout."""
-    launcher = LAUNCHERS[name]
+    launcher = _launcher(name)
     deadline = time.monotonic() + settings.up_timeout_s
     detail = "no answer yet"
     while time.monotonic() < deadline:
@@ -159,7 +244,7 @@ def _wait_ready(
 
 
 def _bring_up(settings: StackSettings, name: str) -> ServiceStatus:
-    launcher = LAUNCHERS[name]
+    launcher = _launcher(name)
     paths = service_paths(settings, name)
     ports = _ports(settings)[name]
     paths.create()
@@ -205,13 +290,17 @@ def up(
     wipe: bool = False,
     services: Sequence[str] = SERVICES,
 ) -> list[ServiceStatus]:
-    """Start the services that are not running (in parallel); raise the first failure."""
+    """Start the services that are not running (in parallel); raise the first failure.
+
+    ``kafka`` is every configured node (all at once: a quorum forms only with most of them)."""
     _check_names(services)
-    _check_settings(settings, services)
+    names = _expand(settings, services)
+    _check_nodes(settings, names)
+    _check_settings(settings, names)
     if wipe:
         down(settings, wipe=True, services=services)
-    with ThreadPoolExecutor(len(services) or 1) as pool:
-        futures = [pool.submit(_bring_up, settings, name) for name in services]
+    with ThreadPoolExecutor(len(names) or 1) as pool:
+        futures = [pool.submit(_bring_up, settings, name) for name in names]
     results, errors = [], []
     for future in futures:
         try:
@@ -226,4 +315,6 @@ def up(
 def init(settings: StackSettings, services: Sequence[str] = SERVICES) -> list[str]:
     """Only the idempotent setup steps, against services already running (e.g. docker compose)."""
     _check_names(services)
-    return [f"{name}: {LAUNCHERS[name].initialise(settings)}" for name in services]
+    names = _expand(settings, services)
+    _check_nodes(settings, names)
+    return [f"{name}: {_launcher(name).initialise(settings)}" for name in names]

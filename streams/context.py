@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 import faust
@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 
 AGENT_RETRY = Backoff(first_s=0.2, max_s=10.0)
 START_RETRY = Backoff(first_s=0.5, max_s=10.0)
+
+
+def agent_retry(settings: WorkerSettings) -> Backoff:
+    """:data:`AGENT_RETRY` with the cap of ``AICHAT_AGENT_RETRY_MAX_S``."""
+    cap = settings.agent_retry_max_s
+    return replace(AGENT_RETRY, first_s=min(AGENT_RETRY.first_s, cap), max_s=cap)
 
 
 @runtime_checkable

@@ -205,7 +205,7 @@ def test_index_template_uses_the_prefix() -> None:
 
 def test_weaviate_env_stays_on_loopback_and_derived_ports(tmp_path: Path) -> None:
     s = settings(weaviate_http_port=8081, weaviate_grpc_port=50052)
-    env = weaviate_env(s, tmp_path / "data", tmp_path / "backups")
+    env = weaviate_env(s, tmp_path / "data", tmp_path / "backups", api_key="k", cluster_password="p")
     assert env["PERSISTENCE_DATA_PATH"] == str(tmp_path / "data")
     assert env["BACKUP_FILESYSTEM_PATH"] == str(tmp_path / "backups")
     assert env["GRPC_PORT"] == "50052"
