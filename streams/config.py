@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -87,19 +87,61 @@ class KafkaSettings(_Base):
         return f"{self.topic_prefix}{name}"
 
 
+def default_stack_dir() -> Path:
+    return Path.home() / ".local" / "share" / "aichat" / "stack"
+
+
 class WeaviateSettings(_Base):
+    weaviate_scheme: Literal["http", "https"] = Field(
+        "http", description="https: TLS for REST and gRPC alike (the local stack serves http)"
+    )
     weaviate_host: str = "127.0.0.1"
     weaviate_http_port: int = Field(8080, ge=1, le=65535)
     weaviate_grpc_port: int = Field(50051, ge=1, le=65535)
-    weaviate_api_key: SecretStr | None = None
+    weaviate_api_key: SecretStr | None = Field(
+        None,
+        description="unset: the local stack's own key (<stack_dir>/weaviate/api-key.secret) "
+        "while Weaviate is on 127.0.0.1 (streams/endpoints.py)",
+    )
+    weaviate_ca_file: FilePath | None = Field(
+        None, description="PEM CA certificates trusted for https, instead of the system's"
+    )
     weaviate_collection: str = Field("Chunk", pattern=r"^[A-Z][A-Za-z0-9_]*$")
+    weaviate_timeout_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="deadline of each Weaviate call: past it the call counts as an outage, "
+        "retried with the agents' backoff (weaviate-client's own gRPC retries sleep up to 63 s)",
+    )
+    stack_dir: Path = Field(
+        default_factory=default_stack_dir,
+        description="the local stack (aichat stack): one subdirectory per service with data/, "
+        "logs/, pid file, rendered config; weaviate/ also holds the key its clients send",
+    )
+
+    @field_validator("weaviate_ca_file")
+    @classmethod
+    def _weaviate_ca_needs_https(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("weaviate_scheme") != "https":
+            raise ValueError("a CA file is only used with AICHAT_WEAVIATE_SCHEME=https")
+        return value
 
 
 class ElasticSettings(_Base):
-    elastic_url: str = "http://127.0.0.1:9200"
+    elastic_url: str = Field("http://127.0.0.1:9200", pattern=r"^https?://")
     elastic_api_key: SecretStr | None = None
+    elastic_ca_file: FilePath | None = Field(
+        None, description="PEM CA certificates trusted for an https elastic_url, instead of the system's"
+    )
     elastic_index_prefix: str = Field("aichat-events", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     elastic_bulk_size: int = Field(500, ge=1, le=10_000)
+
+    @field_validator("elastic_ca_file")
+    @classmethod
+    def _elastic_ca_needs_https(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        url = info.data.get("elastic_url")
+        if value is not None and url is not None and not url.startswith("https://"):
+            raise ValueError("a CA file is only used with an https AICHAT_ELASTIC_URL")
+        return value
 
 
 class ModelSettings(_Base):
@@ -133,14 +175,14 @@ class ModelSettings(_Base):
 
 class RetrievalSettings(_Base):
     chunk_max_tokens: int = Field(
-        200,
+        400,
         ge=16,
         le=8192,
         description="tokens per chunk, counted by the embedding model's tokenizer; "
         "clamped to the model's max_seq_length minus its special tokens",
     )
     chunk_overlap_tokens: int = Field(
-        32, ge=0, le=4096, description="tokens of the previous chunk's tail that the next one repeats"
+        48, ge=0, le=4096, description="tokens of the previous chunk's tail that the next one repeats"
     )
     hybrid_alpha: float = Field(
         0.5, ge=0.0, le=1.0,
@@ -208,12 +250,28 @@ class WorkerSettings(
 ):
     """One Faust worker process (any subset of the five agents)."""
 
+    worker_web_host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="address of /metrics and /health; 0.0.0.0 (or the pod's address) where "
+        "the gateway's readiness check or Prometheus reaches the worker over the network",
+    )
     worker_web_port: int = Field(6066, ge=1, le=65535, description="/metrics and /health")
     batch_max_events: int = Field(128, ge=1, le=10_000, description="micro-batch size of batching agents")
     batch_max_wait_ms: int = Field(50, ge=1, le=60_000, description="micro-batch time bound")
+    embed_max_events: int = Field(
+        512, ge=1, le=10_000,
+        description="chunks the embedder takes into one model call (within batch_max_wait_ms): "
+        "the model sorts them by length, so a wider window pads less (bench/ingest.py)",
+    )
     worker_data_dir: Path = Path(".aichat/worker")
     answer_deadline_ms: int = Field(10_000, ge=100)
     answer_concurrency: int = Field(8, ge=1, le=256, description="queries one answerer works on at once")
+    agent_retry_max_s: float = Field(
+        10.0, gt=0, le=3600,
+        description="longest wait between two attempts of an agent while a dependency is down "
+        "(capped exponential backoff from 0.2 s, with jitter; streams/backoff.py)",
+    )
 
 
 S = TypeVar("S", bound=BaseSettings)

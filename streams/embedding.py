@@ -79,6 +79,9 @@ class SentenceTransformerEmbedder:
         path = resolve_model_path(self.model_name, self.settings.model_cache_dir)
         self._model = SentenceTransformer(path, device=self.settings.embed_device)
         self.dim = int(self._model.get_embedding_dimension())
+        # the first call pays torch's one-off setup (allocation, kernel choice): pay it
+        # here, before readiness turns green, not in the first batch or question
+        self.embed_sync(["warm-up"], self.prompts.query)
         log.info(
             "loaded embedding model %s (dim %d, %s) in %.1fs",
             self.model_name,

@@ -1,8 +1,12 @@
 """chunks → embeddings: add the model's normalised vector to each chunk, in micro-batches.
 
-Up to ``batch_max_events`` chunks (or whatever arrived within ``batch_max_wait_ms``)
+Up to ``embed_max_events`` chunks (or whatever arrived within ``batch_max_wait_ms``)
 go through the model in one call, off the event loop; deletes and unchanged markers
-pass through without a vector, in order.
+pass through without a vector, in order. The window is wider than the other agents'
+batches because the model sorts a call's texts by length before cutting them into
+``embed_batch_size`` rows: the wider the window, the less padding it computes
+(bench/ingest.py measures the model in windows of this size beside one call over
+everything). At low rates the time bound keeps batches small.
 """
 
 from __future__ import annotations
@@ -38,6 +42,6 @@ def register(app: faust.App, ctx: AgentContext) -> None:
         await ctx.delivered(futures)
 
     s = ctx.settings
-    body = batch_agent(ctx, AGENT, decoder(ChunkEvent), handle, max_size=s.batch_max_events,
+    body = batch_agent(ctx, AGENT, decoder(ChunkEvent), handle, max_size=s.embed_max_events,
                        within_s=s.batch_max_wait_ms / 1000)
     app.agent(ctx.topics.chunks, name=AGENT, concurrency=1)(body)

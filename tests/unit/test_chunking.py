@@ -134,7 +134,7 @@ def test_bad_limits_are_refused(counter: TokenCounter) -> None:
     with pytest.raises(ValidationError, match="chunk_overlap_tokens"):
         RetrievalSettings(chunk_max_tokens=100, chunk_overlap_tokens=100)
     settings = RetrievalSettings()
-    assert (settings.chunk_max_tokens, settings.chunk_overlap_tokens) == (200, 32)
+    assert (settings.chunk_max_tokens, settings.chunk_overlap_tokens) == (400, 48)
 
 
 def test_empty_and_blank_text_give_no_chunks(counter: TokenCounter) -> None:
