@@ -10,13 +10,19 @@ from streams.batching import MicroBatcher
 
 
 class Model:
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, gate: asyncio.Event | None = None) -> None:
         self.batches: list[list[str]] = []
         self.fail = fail
+        self.gate = gate  # when given, each call is busy until the test opens it
+        self.called = asyncio.Event()
 
     async def run(self, items: list[str]) -> list[str]:
         self.batches.append(items)
-        await asyncio.sleep(0.01)  # the model is busy for a while
+        self.called.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        else:
+            await asyncio.sleep(0.01)  # the model is busy for a while
         if self.fail:
             raise RuntimeError("model failed")
         return [i.upper() for i in items]
@@ -31,11 +37,15 @@ async def test_concurrent_items_share_one_call_and_each_gets_its_own_result() ->
 
 
 async def test_batches_are_bounded_and_arrivals_during_a_call_go_next() -> None:
-    model = Model()
+    gate = asyncio.Event()
+    model = Model(gate=gate)
     batcher = MicroBatcher(model.run, max_size=4, max_wait_s=0.005)
     first = [asyncio.ensure_future(batcher.submit(f"a{i}")) for i in range(6)]
-    await asyncio.sleep(0.002)
+    await model.called.wait()  # the first call has started (and is held busy)
     later = [asyncio.ensure_future(batcher.submit(f"b{i}")) for i in range(2)]
+    await asyncio.sleep(0.02)  # longer than max_wait: nothing may start while the model is busy
+    assert [len(b) for b in model.batches] == [4]
+    gate.set()
     await asyncio.gather(*first, *later)
     assert [len(b) for b in model.batches] == [4, 4]
     assert max(len(b) for b in model.batches) <= 4
