@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from prometheus_client import REGISTRY
 from websockets.exceptions import ConnectionClosed
 
 from query_gateway.admission import ConnectionCaps, client_key
@@ -35,14 +34,11 @@ from tests.unit.test_gateway_app import (
     receive_until_final,
     settings,
 )
+from tests.unit.test_gateway_limits import sample
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from starlette.testclient import TestClient, WebSocketDenialResponse
-
-
-def sample(name: str, labels: dict[str, str] | None = None) -> float:
-    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
 
 
 REFUSALS_LOGGER = "query_gateway.refusals"
