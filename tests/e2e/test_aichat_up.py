@@ -57,7 +57,10 @@ def test_up_answers_a_question_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> No
         assert "stopping workers and gateway" in log.read_text()
         # it found the stack running, so it leaves the stack running (the tests after this use it)
         assert "stopping the stack" not in log.read_text()
-        assert all(s.healthy for s in stack.status(StackSettings())), stack.status(StackSettings())
+        # the core services it found; an optional one (Redis) it was not asked for is not its
+        # business (CI once found a stale Redis pid file from an earlier run of the machine)
+        core = [s for s in stack.status(StackSettings()) if s.name not in stack.OPTIONAL_SERVICES]
+        assert core and all(s.healthy for s in core), core
     finally:
         if up.poll() is None:
             up.kill()
