@@ -25,7 +25,7 @@ import orjson
 from bench.common import RESULTS, machine_info, print_table
 from bench.eval import EVAL_ROOT, load_qrels, load_queries
 from streams.config import ModelSettings, load_settings
-from streams.embedding import SentenceTransformerEmbedder
+from streams.embedding import create_embedder
 
 THRESHOLDS = [round(0.70 + 0.01 * i, 2) for i in range(21)]
 MAX_UNANSWERABLE_SHOWN = 0.05
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "calibrate_answers.json")
     args = parser.parse_args(argv)
     settings = load_settings(ModelSettings)
-    embedder = SentenceTransformerEmbedder(settings)
+    embedder = create_embedder(settings)  # the workers' backend
     embedder.load()
     sets: dict[str, dict[str, Any]] = {}
     for name, limit in (("belebele_kor", None), ("scifact", args.scifact_docs)):

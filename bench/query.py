@@ -103,12 +103,12 @@ async def run_users(n: int, seconds: float, user: Any) -> tuple[Samples, float]:
 
 async def in_process_answerer(settings: WorkerSettings) -> tuple[Any, Any]:
     """The answerer's retrieval and generation, without Kafka and the gateway."""
-    from streams.embedding import SentenceTransformerEmbedder
+    from streams.embedding import create_embedder
     from streams.generation import ExtractiveGenerator
     from streams.retrieval import Retriever
     from streams.vectorstore import WeaviateStore
 
-    embedder, store = SentenceTransformerEmbedder(settings), WeaviateStore(settings)
+    embedder, store = create_embedder(settings), WeaviateStore(settings)
     await embedder.start()
     await store.start()
     retriever, generator = Retriever(embedder, store, settings), ExtractiveGenerator()

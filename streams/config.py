@@ -170,9 +170,19 @@ class ModelSettings(_Base):
     )
     embed_device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$")
     embed_batch_size: int = Field(16, ge=1, le=4096, description="sentences per model call (16 measured best on CPU)")
-    embed_threads: int = Field(0, ge=0, le=256, description="torch CPU threads; 0 = torch's default")
+    embed_threads: int = Field(
+        0, ge=0, le=256, description="CPU threads of the model (torch or ONNX Runtime); 0 = the runtime's default"
+    )
 
 
+    embed_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
+        "onnx",
+        description="how the model runs: 'onnx' (ONNX Runtime, float32, no torch in the worker; "
+        "same vectors, faster, a third of the memory: bench/results/backends.json), 'onnx-int8' "
+        "(the same with int8 weights: faster still, slightly worse retrieval), 'torch' "
+        "(sentence-transformers; any device). ONNX runs packaged models on the CPU; another "
+        "model or device uses torch",
+    )
 class RetrievalSettings(_Base):
     chunk_max_tokens: int = Field(
         400,

@@ -20,7 +20,7 @@ from schemas.codec import encode
 from schemas.events import Event
 from streams.backoff import Backoff
 from streams.config import WorkerSettings
-from streams.embedding import SentenceTransformerEmbedder
+from streams.embedding import ModelEmbedder
 from streams.errors import is_retriable
 from streams.eventlog import ElasticSink
 from streams.generation import ExtractiveGenerator, Generator
@@ -51,7 +51,7 @@ class AgentContext:
     settings: WorkerSettings
     app: faust.App
     topics: Topics
-    embedder: SentenceTransformerEmbedder | None = None
+    embedder: ModelEmbedder | None = None
     store: WeaviateStore | None = None
     sink: ElasticSink | None = None
     generator: Generator = field(default_factory=ExtractiveGenerator)

@@ -25,7 +25,7 @@ from streams.agents import ROLES
 from streams.app import create_app
 from streams.config import WorkerSettings
 from streams.context import AgentContext, Resources, agent_retry
-from streams.embedding import SentenceTransformerEmbedder
+from streams.embedding import create_embedder
 from streams.eventlog import ElasticSink
 from streams.generation import ExtractiveGenerator
 from streams.llm import OpenAIChatGenerator
@@ -47,7 +47,7 @@ def build(settings: WorkerSettings, role: str) -> tuple[faust.App, AgentContext]
     ctx = AgentContext(settings=settings, app=app, topics=Topics.declare(app, settings),
                        retry=agent_retry(settings))
     if _NEEDS_MODEL & set(agents):
-        ctx.embedder = SentenceTransformerEmbedder(settings)
+        ctx.embedder = create_embedder(settings)
     if _NEEDS_WEAVIATE & set(agents):
         ctx.store = WeaviateStore(settings)
     if _NEEDS_ELASTIC & set(agents):

@@ -85,6 +85,12 @@ class TokenizerCounter:
             and type(tokenizer.model).__name__ == "WordPiece"
         )
 
+    @property
+    def tokenizer(self) -> Any:
+        """The ``tokenizers.Tokenizer`` itself, shared (the ONNX embedder encodes with it:
+        one copy of a 250k-piece vocabulary is ~300 MB); never reconfigure it."""
+        return self._tokenizer
+
     @classmethod
     def from_path(cls, path: str | Path, *, name: str = "") -> TokenizerCounter:
         from tokenizers import Tokenizer  # imported on use: only the chunker needs it

