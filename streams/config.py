@@ -274,6 +274,12 @@ class WorkerSettings(
         description="chunks the embedder takes into one model call (within batch_max_wait_ms): "
         "the model sorts them by length, so a wider window pads less (bench/ingest.py)",
     )
+    batch_pipeline_depth: int = Field(
+        2, ge=1, le=8,
+        description="embedder and indexer: batches between start and ack; 2 = the next batch's "
+        "work (inference) overlaps the previous batch's deliveries and takes what arrived "
+        "meanwhile, acks stay in order (streams/pipeline.py); 1 = one batch at a time",
+    )
     worker_data_dir: Path = Path(".aichat/worker")
     answer_deadline_ms: int = Field(10_000, ge=100)
     answer_concurrency: int = Field(8, ge=1, le=256, description="queries one answerer works on at once")

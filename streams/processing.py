@@ -15,6 +15,7 @@ an agent. :func:`process` runs the handler and decides:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -37,6 +38,7 @@ from streams.metrics import (
     HANDLE_SECONDS,
     RETRIES,
 )
+from streams.pipeline import Deliveries, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,10 @@ class Incoming:
 Handler = Callable[[Incoming], Awaitable[None]]
 E = TypeVar("E", bound=Event)
 T = TypeVar("T")
-BatchHandler = Callable[[list[tuple[Incoming, T]]], Awaitable[None]]
+#: a batch handler may return the deliveries it queued (``ctx.send``'s futures) instead of
+#: awaiting them: :func:`process_batch` awaits them as part of the batch (inside its retries),
+#: or, in a pipelined :func:`batch_agent`, while the next batch runs
+BatchHandler = Callable[[list[tuple[Incoming, T]]], Awaitable[Deliveries | None]]
 
 
 async def process(ctx: AgentContext, agent: str, msg: Incoming, handler: Handler) -> None:
@@ -228,13 +233,27 @@ async def process_batch(
     msgs: Sequence[Incoming],
     decode_item: Callable[[Incoming], T],
     handler: BatchHandler[T],
-) -> None:
+    *,
+    defer: bool = False,
+) -> Deliveries:
     """Decode (invalid → dead letter), then run ``handler`` over the valid events.
 
     Retriable errors retry the whole batch (effects are idempotent). A non-retriable
     error is isolated: the batch is re-run one event at a time, so only the event
-    that fails again is dead-lettered.
+    that fails again is dead-lettered. The deliveries the handler returns are awaited
+    as part of each attempt, unless ``defer``: then the successful attempt's are
+    returned, unawaited, for the caller to await before it acks (streams/pipeline.py).
     """
+    deferred: Deliveries = ()
+
+    async def attempt() -> None:
+        nonlocal deferred
+        queued = await handler(valid) or ()
+        if defer:
+            deferred = queued
+        else:
+            await delivered(queued)
+
     valid: list[tuple[Incoming, T]] = []
     for msg in msgs:
         try:
@@ -243,28 +262,35 @@ async def process_batch(
             await dead_letter(ctx, agent, msg, exc)
             EVENTS.labels(agent, "dead_lettered").inc()
     if not valid:
-        return
+        return ()
     BATCH_SIZE.labels(agent).observe(len(valid))
     started = time.perf_counter()
-    error = await _until_done(ctx, agent, _where(valid[0][0], len(valid)), lambda: handler(valid))
+    error = await _until_done(ctx, agent, _where(valid[0][0], len(valid)), attempt)
     if error is None:
         EVENTS.labels(agent, "ok").inc(len(valid))
         HANDLE_SECONDS.labels(agent).observe(time.perf_counter() - started)
-        return
+        return deferred
     if len(valid) == 1:
         await dead_letter(ctx, agent, valid[0][0], error)
         EVENTS.labels(agent, "dead_lettered").inc()
-        return
+        return ()
     log.warning("%s: batch of %d failed (%s: %s); isolating the bad event",
                 agent, len(valid), type(error).__name__, str(error)[:LOGGED_ERROR_CHARS],
                 extra={"agent": agent})
     for item in valid:
         await process(ctx, agent, item[0], _single(handler, item))
+    return ()
+
+
+async def delivered(futures: Deliveries) -> None:
+    """Wait until the broker acknowledged every queued event (``AgentContext.delivered``)."""
+    if futures:
+        await asyncio.gather(*futures)
 
 
 def _single(handler: BatchHandler[T], item: tuple[Incoming, T]) -> Handler:
     async def run(_: Incoming) -> None:
-        await handler([item])
+        await delivered(await handler([item]) or ())
 
     return run
 
@@ -277,15 +303,26 @@ def batch_agent(
     *,
     max_size: int,
     within_s: float,
+    depth: int = 1,
 ) -> Callable[[faust.StreamT], Awaitable[None]]:
     """A Faust agent body that handles micro-batches (up to ``max_size`` events or
     ``within_s`` seconds) and acks each event only after the whole batch succeeded
     or was dead-lettered. ``noack_take`` never acks by itself, unlike ``take``
     (TRAPS.md), so a crash mid-batch replays the batch instead of losing it.
+
+    ``depth`` 1: one batch at a time; ``noack_take`` waits the whole window after each
+    batch (unless ``max_size`` events come first). ``depth`` ≥ 2 (streams/pipeline.py):
+    a batch's deliveries complete while the next batch runs, at most ``depth`` batches
+    between start and ack, acks in order and never past a failed delivery; and a batch
+    takes what arrived while the previous one ran, up to ``max_size``, without a second
+    window.
     """
 
     async def consume(stream: faust.StreamT) -> None:
         await ctx.started.wait()
+        if depth > 1:
+            await _pipelined(ctx, agent, stream, decode_item, handler, max_size, within_s, depth)
+            return
         # noack_take is on faust's Stream, not on the StreamT protocol it is typed with
         async for events in stream.noack_take(max_size, within_s):  # type: ignore[attr-defined]
             msgs = [Incoming.from_event(e) for e in events]
@@ -295,3 +332,32 @@ def batch_agent(
 
     consume.__name__ = consume.__qualname__ = agent
     return consume
+
+
+async def _pipelined(
+    ctx: AgentContext,
+    agent: str,
+    stream: faust.StreamT,
+    decode_item: Callable[[Incoming], T],
+    handler: BatchHandler[T],
+    max_size: int,
+    within_s: float,
+    depth: int,
+) -> None:
+    async def start(events: list[faust.EventT]) -> Deliveries:
+        msgs = [Incoming.from_event(e) for e in events]
+        return await process_batch(ctx, agent, msgs, decode_item, handler, defer=True)
+
+    async def redo(events: list[faust.EventT]) -> None:
+        await process_batch(ctx, agent, [Incoming.from_event(e) for e in events], decode_item, handler)
+
+    async def ack(events: list[faust.EventT]) -> None:
+        for event in events:
+            await stream.ack(event)
+
+    pipeline: Pipeline[faust.EventT] = Pipeline(start, redo, ack, max_size=max_size, depth=depth, name=agent)
+    try:
+        async for events in stream.noack_take(max_size, within_s):  # type: ignore[attr-defined]
+            await pipeline.feed(events)
+    finally:
+        await pipeline.close()

@@ -46,6 +46,9 @@ COLLECTION_FILE = Path(__file__).resolve().parent.parent / "infra" / "weaviate" 
 _RETURN_PROPS = ["doc_id", "tenant", "version", "seq", "title", "text", "source_uri", "metadata_json"]
 #: BM25 runs over this one property: title and text analysed in the pipeline (streams/keywords.py)
 SEARCH_PROPS = ["keywords"]
+#: a delete that matched this many objects or more is repeated until one matches none:
+#: Weaviate removes at most QUERY_MAXIMUM_RESULTS objects per call (10,000 by default)
+DELETE_REPEAT_AT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,21 +228,27 @@ class WeaviateStore:
         """Delete a document's chunks of older versions (or all up to one); return how many.
 
         The document is (tenant, doc_id): another tenant's document with the same id is
-        never touched.
+        never touched. A call that matched :data:`DELETE_REPEAT_AT` objects or more is
+        repeated, so a server-side cap per call (``QUERY_MAXIMUM_RESULTS``) leaves nothing.
         """
         where = document_filter(tenant, doc_id)
         if versions_below is not None:
             where = where & Filter.by_property("version").less_than(versions_below)
         if versions_up_to is not None:
             where = where & Filter.by_property("version").less_or_equal(versions_up_to)
-        try:
-            result = await within(self.settings.weaviate_timeout_s,
-                                  self._collection.data.delete_many(where=where), "a delete")
-        except WeaviateBaseError as exc:
-            raise DependencyUnavailable(f"Weaviate delete failed: {exc}") from exc
-        if result.failed:
-            raise DependencyUnavailable(f"Weaviate failed to delete {result.failed} chunks of {tenant}/{doc_id}")
-        return int(result.successful)
+        removed = 0
+        while True:
+            try:
+                result = await within(self.settings.weaviate_timeout_s,
+                                      self._collection.data.delete_many(where=where), "a delete")
+            except WeaviateBaseError as exc:
+                raise DependencyUnavailable(f"Weaviate delete failed: {exc}") from exc
+            if result.failed:
+                raise DependencyUnavailable(
+                    f"Weaviate failed to delete {result.failed} chunks of {tenant}/{doc_id}")
+            removed += int(result.successful)
+            if result.matches < DELETE_REPEAT_AT:
+                return removed
 
     async def count_chunks(self, tenant: str, doc_id: str, version: int | None = None) -> int:
         where = document_filter(tenant, doc_id)

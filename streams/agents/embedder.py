@@ -7,6 +7,10 @@ batches because the model sorts a call's texts by length before cutting them int
 ``embed_batch_size`` rows: the wider the window, the less padding it computes
 (bench/ingest.py measures the model in windows of this size beside one call over
 everything). At low rates the time bound keeps batches small.
+
+The handler returns its sends unawaited: with ``batch_pipeline_depth`` 2 the next
+batch's inference runs while they are delivered, and a batch is acked only after its
+own deliveries and every earlier batch's (streams/pipeline.py).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from schemas.codec import pack_vector
 from schemas.events import ChunkEvent, EmbeddedChunk
 from streams.context import AgentContext
 from streams.metrics import EMBED_SECONDS
+from streams.pipeline import Deliveries
 from streams.processing import Incoming, batch_agent, decoder
 
 AGENT = "embedder"
@@ -26,7 +31,7 @@ def register(app: faust.App, ctx: AgentContext) -> None:
     embedder = ctx.embedder
     assert embedder is not None, "the embedder agent needs a model"
 
-    async def handle(batch: list[tuple[Incoming, ChunkEvent]]) -> None:
+    async def handle(batch: list[tuple[Incoming, ChunkEvent]]) -> Deliveries:
         chunks = [chunk for _, chunk in batch]
         texts = [c.text for c in chunks if c.op == "upsert"]
         vectors = iter(())
@@ -39,9 +44,9 @@ def register(app: faust.App, ctx: AgentContext) -> None:
             if chunk.op == "upsert":
                 fields.update(vector=pack_vector(next(vectors)), dim=embedder.dim, model=embedder.model_name)
             futures.append(await ctx.send(AGENT, ctx.topics.embeddings, chunk.kafka_key, EmbeddedChunk(**fields)))
-        await ctx.delivered(futures)
+        return futures  # delivered before the batch is acked (streams/processing.py)
 
     s = ctx.settings
     body = batch_agent(ctx, AGENT, decoder(ChunkEvent), handle, max_size=s.embed_max_events,
-                       within_s=s.batch_max_wait_ms / 1000)
+                       within_s=s.batch_max_wait_ms / 1000, depth=s.batch_pipeline_depth)
     app.agent(ctx.topics.chunks, name=AGENT, concurrency=1)(body)

@@ -9,15 +9,21 @@ Per micro-batch the indexer
    chunk → upserted; last chunk → version N complete; delete; unchanged;
 2. upserts every chunk of the batch in one Weaviate batch (ids are deterministic,
    so a replay overwrites itself);
-3. in event order, for each completed version removes the chunks of versions < N
-   (new chunks are written first, so the document never disappears), for each
-   delete removes the chunks of versions ≤ N;
+3. for each completed version removes the chunks of versions < N (new chunks are
+   written first, so the document never disappears), for each delete removes the
+   chunks of versions ≤ N: one call per finished version, up to ``DELETE_CONCURRENCY``
+   at once (each removes a set of one document's older versions, written before, so
+   their order does not matter; one call per document keeps each removal within its
+   (tenant, doc_id) and its count exact);
 4. records the new states and emits one ``DocumentIndexed`` per finished version,
-   with its publish-to-searchable latency.
+   with its publish-to-searchable latency. The sends are returned unawaited: with
+   ``batch_pipeline_depth`` 2 they are delivered while the next batch runs, and the
+   batch is acked after them (streams/pipeline.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -32,12 +38,15 @@ from streams.context import AgentContext
 from streams.docstate import DocState
 from streams.errors import EffectFailed
 from streams.metrics import FRESHNESS_SECONDS, UPSERT_SECONDS
+from streams.pipeline import Deliveries
 from streams.processing import Incoming, batch_agent, dead_letter, decoder
 from streams.vectorstore import ChunkVector
 
 log = logging.getLogger(__name__)
 AGENT = "indexer"
 Outcome = Literal["indexed", "deleted", "stale", "unchanged"]
+#: Weaviate deletes of one batch in flight at once (one per finished version)
+DELETE_CONCURRENCY = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +123,16 @@ def register(app: faust.App, ctx: AgentContext) -> None:
     store = ctx.store
     assert store is not None, "the indexer agent needs Weaviate"
 
-    async def handle(batch: list[tuple[Incoming, EmbeddedChunk]]) -> None:
+    limit = asyncio.Semaphore(DELETE_CONCURRENCY)
+
+    async def remove(finish: Finish) -> int:
+        chunk = finish.chunk
+        async with limit:
+            if finish.outcome == "indexed":
+                return await store.delete_chunks(*chunk.doc_key, versions_below=chunk.version)
+            return await store.delete_chunks(*chunk.doc_key, versions_up_to=chunk.version)
+
+    async def handle(batch: list[tuple[Incoming, EmbeddedChunk]]) -> Deliveries:
         now = datetime.now(UTC)
         states = await store.registry.get(chunk.doc_key for _, chunk in batch)
         plan = plan_batch(batch, states, now)
@@ -122,24 +140,20 @@ def register(app: faust.App, ctx: AgentContext) -> None:
             items = [ChunkVector(c, unpack_vector(c.vector, c.dim).tolist()) for c, _ in plan.upserts]
             with UPSERT_SECONDS.time():
                 await store.upsert(items)
+        deleting = [f for f in plan.finished if f.outcome in ("indexed", "deleted")]
+        removed = dict(zip(map(id, deleting), await asyncio.gather(*map(remove, deleting)), strict=True))
         new_states: dict[DocKey, DocState] = {}
         acks = []
         for finish in plan.finished:
             chunk = finish.chunk
-            removed = 0
-            if finish.outcome == "indexed":
-                removed = await store.delete_chunks(*chunk.doc_key, versions_below=chunk.version)
-                new_states[chunk.doc_key] = _state(chunk, "indexed", now)
-            elif finish.outcome == "deleted":
-                removed = await store.delete_chunks(*chunk.doc_key, versions_up_to=chunk.version)
-                new_states[chunk.doc_key] = _state(chunk, "deleted", now)
+            if finish.outcome in ("indexed", "deleted"):
+                new_states[chunk.doc_key] = _state(chunk, "indexed" if finish.outcome == "indexed" else "deleted", now)
             elif finish.outcome == "unchanged":
                 before = new_states.get(chunk.doc_key) or states[chunk.doc_key]
                 new_states[chunk.doc_key] = replace(before, version=chunk.version, indexed_at=now)
-            acks.append(_ack(finish, removed))
+            acks.append(_ack(finish, removed.get(id(finish), 0)))
         await store.registry.put(list(new_states.values()))
         futures = [await ctx.send(AGENT, ctx.topics.indexed, a.kafka_key, a) for a in acks]
-        await ctx.delivered(futures)
         for ack in acks:
             if ack.freshness_ms is not None and ack.outcome != "stale":
                 FRESHNESS_SECONDS.observe(ack.freshness_ms / 1000)
@@ -151,10 +165,11 @@ def register(app: faust.App, ctx: AgentContext) -> None:
         for msg, reason in plan.rejected:
             if msg is not None:
                 await dead_letter(ctx, AGENT, msg, EffectFailed(reason))
+        return futures  # delivered before the batch is acked (streams/processing.py)
 
     s = ctx.settings
     body = batch_agent(ctx, AGENT, decoder(EmbeddedChunk), handle, max_size=s.batch_max_events,
-                       within_s=s.batch_max_wait_ms / 1000)
+                       within_s=s.batch_max_wait_ms / 1000, depth=s.batch_pipeline_depth)
     app.agent(ctx.topics.embeddings, name=AGENT, concurrency=1)(body)
 
 
