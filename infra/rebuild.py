@@ -42,8 +42,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "rebuild", help="drop the vector index and re-index it from the documents topic"
     )
-    parser.add_argument("--role", choices=INGESTING_ROLES, default="pipeline",
-                        help="the worker role whose consumer group re-reads documents")
+    parser.add_argument("--role", choices=INGESTING_ROLES, default="ingest",
+                        help="the worker role whose consumer group re-reads documents "
+                        "(`aichat up` runs ingest; pipeline for a single all-in-one worker)")
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     parser.set_defaults(func=_run)
 

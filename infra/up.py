@@ -1,8 +1,13 @@
 """``aichat up``: the whole system on this machine, until Ctrl-C.
 
 1. ``aichat stack up``: Kafka, Elasticsearch, Weaviate (provisioned on first use).
-2. Two workers (``pipeline`` and ``shipper``) and the gateway, as child processes
-   whose logs go to ``<stack_dir>/app/<name>.log``; each must report ready.
+2. Three workers and the gateway, as child processes whose logs go to
+   ``<stack_dir>/app/<name>.log``; each must report ready. Answering and ingesting
+   are separate workers (roles ``answer`` and ``ingest``, two consumer groups), so a
+   question never queues behind a bulk ingest (the ingest worker can also lower its
+   own CPU priority: ``AICHAT_INGEST_NICE``, default 0). ``shipper`` ships every topic to
+   Elasticsearch. The first start after the one-``pipeline``-worker layout hands the
+   old group's offsets to the two new groups (infra/groups.py): nothing is replayed.
 3. The bundled sample corpus is ingested when the collection is empty, and
    ``up`` waits until it is searchable.
 4. It prints the chat page (with a 12-hour ``?token=``), the websocket URL and an
@@ -32,9 +37,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+from aiokafka.errors import KafkaError
 
 from infra import stack
 from infra.config import StackSettings
+from infra.groups import adopt_offsets
 from infra.proc import tail, terminate_group
 from ingest.readers import read_document
 from ingest.sdk import DocumentPublisher
@@ -74,14 +81,20 @@ class Child:
             self.proc.wait(timeout=5)
 
 
+#: the worker roles ``up`` runs, with their web port's offset from AICHAT_WORKER_WEB_PORT;
+#: the answer worker keeps the base port, which the gateway's readiness checks by default
+WORKER_ROLES = (("answer", 0), ("ingest", 2), ("shipper", 1))
+
+
+def worker_child(role: str, port: int, logs: Path) -> Child:
+    return Child(role, [sys.executable, "-m", "streams.cli", "worker", "--role", role, "--web-port", str(port)],
+                 f"http://127.0.0.1:{port}/health/ready", logs / f"{role}.log")
+
+
 def children(worker: WorkerSettings, gateway: GatewaySettings, logs: Path) -> list[Child]:
     cli = [sys.executable, "-m", "streams.cli"]
-    pipeline_port, shipper_port = worker.worker_web_port, worker.worker_web_port + 1
     return [
-        Child("pipeline", [*cli, "worker", "--role", "pipeline", "--web-port", str(pipeline_port)],
-              f"http://127.0.0.1:{pipeline_port}/health/ready", logs / "pipeline.log"),
-        Child("shipper", [*cli, "worker", "--role", "shipper", "--web-port", str(shipper_port)],
-              f"http://127.0.0.1:{shipper_port}/health/ready", logs / "shipper.log"),
+        *(worker_child(role, worker.worker_web_port + offset, logs) for role, offset in WORKER_ROLES),
         Child("gateway", [*cli, "gateway"],
               f"{'https' if gateway.tls else 'http'}://{gateway.gateway_host}:{gateway.gateway_port}"
               "/health/live", logs / "gateway.log"),
@@ -184,6 +197,12 @@ def run_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         print("2/4 starting workers and gateway (loading the model) …")
+        try:
+            for group, n in asyncio.run(adopt_offsets(worker)).items():
+                print(f"    {group:<14} takes over the pipeline group's offsets ({n} partitions)")
+        except (KafkaError, RuntimeError, OSError, TimeoutError) as exc:  # not fatal: a replay instead
+            print(f"    could not hand the pipeline group's offsets over ({exc}); the new groups "
+                  "start from the beginning of their topics", file=sys.stderr)
         for child in procs:
             child.start(env={**os.environ, **auth_env} if child.name == "gateway" else None)
         for child in procs:
@@ -204,9 +223,11 @@ def run_up(args: argparse.Namespace) -> int:
         )
         # /metrics and the detailed readiness: the gateway's operator listener (plain HTTP)
         ops = f"http://{gateway.gateway_ops_host}:{gateway.ops_port}"
+        ingest = next(c for c in procs if c.name == "ingest")
         print(
             f"4/4 ready.\n    chat page:  {page}\n    websocket:  {ws}://{base}/ws\n{auth_note}"
             f"    operator:   {ops}/metrics, {ops}/health/ready\n"
+            f"    backlog:    {ingest.health_url} (documents, chunks, embeddings still to index)\n"
             f"    try:        aichat ask \"How many vacation days do employees get?\"\n"
             "    Ctrl-C stops everything."
         )

@@ -74,7 +74,8 @@ def default_checks(
         ]
         if failed:
             raise CheckFailed("; ".join(failed))
-        return f"{len(urls)} worker(s) ready"
+        return f"{len(urls)} worker(s) ready" + _backlog_note(
+            [r for r in responses if isinstance(r, httpx.Response)])
 
     return {
         "kafka": transport.check,
@@ -82,6 +83,23 @@ def default_checks(
         "elasticsearch": elasticsearch,
         "model": model,
     }
+
+
+def _backlog_note(responses: list[httpx.Response]) -> str:
+    """``"; backlog queries 3"``: what the workers' readiness bodies report still to process
+    (a busy worker is ready; the largest report per topic, since replicas share a group)."""
+    owed: dict[str, int] = {}
+    for response in responses:
+        try:
+            backlog = response.json().get("backlog") or {}
+        except ValueError:
+            continue
+        for topic, value in backlog.items():
+            if isinstance(value, int) and not topic.endswith("_s"):
+                owed[topic] = max(owed.get(topic, 0), value)
+    if not owed:
+        return ""
+    return "; backlog " + ", ".join(f"{topic} {n}" for topic, n in sorted(owed.items()))
 
 
 def _expect_ok(response: httpx.Response) -> None:

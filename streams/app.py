@@ -2,8 +2,11 @@
 
 Declared top to bottom: settings → app → topics (streams/topics.py) → agents
 (streams/agents/*, each with a ``register(app, ctx)``) → worker (streams/worker.py).
-One app id per worker *role* ("pipeline", "shipper") is one consumer group, so
-the shipper's lag never holds back the pipeline's commits.
+One app id per worker *role* is one consumer group, ``<prefix>aichat-<role>``: the
+shipper's lag never holds back the others' commits, and ``aichat up``'s ``answer``
+and ``ingest`` workers (or the all-in-one ``pipeline``) commit independently. A group
+that never committed starts at the beginning of its topics; infra/groups.py hands the
+``pipeline`` group's offsets to ``ingest`` and ``answer`` when they first start.
 """
 
 from __future__ import annotations

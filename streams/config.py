@@ -134,6 +134,11 @@ class ElasticSettings(_Base):
     )
     elastic_index_prefix: str = Field("aichat-events", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     elastic_bulk_size: int = Field(500, ge=1, le=10_000)
+    elastic_bulk_wait_ms: int = Field(
+        250, ge=1, le=60_000,
+        description="the shipper's micro-batch time bound: fewer, larger bulk requests (each "
+        "costs Elasticsearch a translog sync and a summary lookup); Kibana sees events this late",
+    )
 
     @field_validator("elastic_ca_file")
     @classmethod
@@ -168,13 +173,6 @@ class ModelSettings(_Base):
     embed_passage_prompt: str | None = Field(
         None, max_length=200, description="text put before every chunk; unset = the model's own"
     )
-    embed_device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$")
-    embed_batch_size: int = Field(16, ge=1, le=4096, description="sentences per model call (16 measured best on CPU)")
-    embed_threads: int = Field(
-        0, ge=0, le=256, description="CPU threads of the model (torch or ONNX Runtime); 0 = the runtime's default"
-    )
-
-
     embed_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
         "onnx",
         description="how the model runs: 'onnx' (ONNX Runtime, float32, no torch in the worker; "
@@ -183,6 +181,13 @@ class ModelSettings(_Base):
         "(sentence-transformers; any device). ONNX runs packaged models on the CPU; another "
         "model or device uses torch",
     )
+    embed_device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$")
+    embed_batch_size: int = Field(16, ge=1, le=4096, description="sentences per model call (16 measured best on CPU)")
+    embed_threads: int = Field(
+        0, ge=0, le=256, description="CPU threads of the model (torch or ONNX Runtime); 0 = the runtime's default"
+    )
+
+
 class RetrievalSettings(_Base):
     chunk_max_tokens: int = Field(
         400,
@@ -269,20 +274,37 @@ class WorkerSettings(
     worker_web_port: int = Field(6066, ge=1, le=65535, description="/metrics and /health")
     batch_max_events: int = Field(128, ge=1, le=10_000, description="micro-batch size of batching agents")
     batch_max_wait_ms: int = Field(50, ge=1, le=60_000, description="micro-batch time bound")
-    embed_max_events: int = Field(
-        512, ge=1, le=10_000,
-        description="chunks the embedder takes into one model call (within batch_max_wait_ms): "
-        "the model sorts them by length, so a wider window pads less (bench/ingest.py)",
-    )
     batch_pipeline_depth: int = Field(
         2, ge=1, le=8,
         description="embedder and indexer: batches between start and ack; 2 = the next batch's "
         "work (inference) overlaps the previous batch's deliveries and takes what arrived "
         "meanwhile, acks stay in order (streams/pipeline.py); 1 = one batch at a time",
     )
+    embed_max_events: int = Field(
+        512, ge=1, le=10_000,
+        description="chunks the embedder takes into one model call (within batch_max_wait_ms): "
+        "the model sorts them by length, so a wider window pads less (bench/ingest.py)",
+    )
     worker_data_dir: Path = Path(".aichat/worker")
     answer_deadline_ms: int = Field(10_000, ge=100)
     answer_concurrency: int = Field(8, ge=1, le=256, description="queries one answerer works on at once")
+    answer_token_interval_ms: float = Field(
+        30.0, ge=0, le=1000,
+        description="answer text that arrives within this window goes out as one token event "
+        "(the first at once, then at most one per window); 0 = every delta as it comes",
+    )
+    ingest_nice: int = Field(
+        0, ge=0, le=19,
+        description="CPU niceness the ingest role's worker adds to itself at start, so bulk "
+        "embedding yields the CPU to the answer worker on the same machine (0 = equal share; "
+        "at 10 on 2 cores ingest stopped while 10 q/s were answered: bench/ingest_contention.py)",
+    )
+    max_chunks_per_document: int = Field(
+        2000, ge=1, le=1_000_000,
+        description="an upsert that splits into more chunks is dead-lettered whole, nothing of "
+        "it indexed: one oversized document must not hold its partition for many minutes "
+        "(2,000 chunks ≈ 1-2 MB of text ≈ 6 minutes of embedding on 2 cores)",
+    )
     agent_retry_max_s: float = Field(
         10.0, gt=0, le=3600,
         description="longest wait between two attempts of an agent while a dependency is down "

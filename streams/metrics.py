@@ -57,6 +57,12 @@ CONSUMER_LAG = Gauge(
     "Records not yet committed by a consumer group, per partition (log end offset - committed)",
     ["group", "topic", "partition"],
 )
+CONSUMER_BACKLOG_OLDEST = Gauge(
+    "aichat_consumer_backlog_oldest_seconds",
+    "Age of the oldest record a consumer group has not processed yet (0: no backlog); "
+    "measured on documents",
+    ["group", "topic"],
+)
 SHIPPER_BULK_SECONDS = Histogram(
     "aichat_shipper_bulk_seconds", "Elasticsearch bulk request time",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),

@@ -30,6 +30,7 @@ from streams.eventlog import ElasticSink
 from streams.generation import ExtractiveGenerator
 from streams.llm import OpenAIChatGenerator
 from streams.models import answer_min_similarity
+from streams.niceness import lower_cpu_priority
 from streams.topics import Topics
 from streams.vectorstore import WeaviateStore
 
@@ -61,25 +62,26 @@ def build(settings: WorkerSettings, role: str) -> tuple[faust.App, AgentContext]
         ctx.generator = ExtractiveGenerator(min_similarity=threshold)
     for name in agents:
         importlib.import_module(f"streams.agents.{name}").register(app, ctx)
-    lag.register(app, settings)  # aichat_consumer_lag_messages of this role's group
-    serve_health(app, ctx, role, settings)
+    backlog = lag.register(app, settings)  # aichat_consumer_lag_messages of this role's group
+    serve_health(app, ctx, role, settings, backlog)
     return app, ctx
 
 
 def serve_health(
-    app: faust.App, ctx: AgentContext, role: str, settings: WorkerSettings
+    app: faust.App, ctx: AgentContext, role: str, settings: WorkerSettings,
+    backlog: lag.Backlog | None = None,
 ) -> type[AsgiService]:
     """Serve :func:`health_app` from the worker's loop once the app is up."""
     return serve_asgi(
         app,
-        health_app(ctx, role),
+        health_app(ctx, role, backlog),
         host=settings.worker_web_host,
         port=settings.worker_web_port,
         log_config=None,
     )
 
 
-def health_app(ctx: AgentContext, role: str) -> Starlette:
+def health_app(ctx: AgentContext, role: str, backlog: lag.Backlog | None = None) -> Starlette:
     async def live(_: Request) -> Response:
         return JSONResponse({"status": "ok", "role": role})
 
@@ -90,7 +92,12 @@ def health_app(ctx: AgentContext, role: str) -> Starlette:
         if ctx.sink is not None:  # red while Elasticsearch refuses our credentials
             checks["elasticsearch"] = ctx.sink.refusing is None
         ok = all(checks.values())
-        body = {"status": "ok" if ok else "unavailable", "role": role, "checks": checks}
+        body: dict[str, object] = {"status": "ok" if ok else "unavailable", "role": role, "checks": checks}
+        # records of the consumed topics still to process: a busy worker is still ready
+        summary = None if backlog is None else backlog.summary()
+        if backlog is not None and summary is not None:
+            body["busy"] = backlog.busy
+            body["backlog"] = summary
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics(_: Request) -> Response:
@@ -109,6 +116,11 @@ def run(settings: WorkerSettings, role: str) -> int:
     """Blocking: runs until SIGTERM/SIGINT. Returns the process exit code."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; choose from {sorted(ROLES)}")
+    if role == "ingest" and settings.ingest_nice:
+        # before the model's thread pools exist: they inherit it (streams/niceness.py)
+        nice = lower_cpu_priority(settings.ingest_nice)
+        log.info("ingest worker at CPU nice %d (AICHAT_INGEST_NICE=%d): answering on this machine "
+                 "gets the CPU first", nice, settings.ingest_nice)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))

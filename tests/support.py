@@ -36,7 +36,7 @@ def free_port() -> int:
 
 def isolated_env(unique: str, tmp: Path) -> dict[str, str]:
     worker_port, shipper_port, gateway_port = free_port(), free_port(), free_port()
-    gateway_ops_port = free_port()
+    gateway_ops_port, ingest_port = free_port(), free_port()
     secret_file = tmp / "jwt.secret"
     secret_file.parent.mkdir(parents=True, exist_ok=True)
     secret_file.write_text(secrets.token_urlsafe(48), encoding="utf-8")
@@ -53,6 +53,7 @@ def isolated_env(unique: str, tmp: Path) -> dict[str, str]:
         "AICHAT_ELASTIC_INDEX_PREFIX": f"t{unique}",
         "AICHAT_WORKER_WEB_PORT": str(worker_port),
         "AICHAT_SHIPPER_WEB_PORT": str(shipper_port),
+        "AICHAT_INGEST_WEB_PORT": str(ingest_port),  # beside an answer worker on the worker port
         "AICHAT_GATEWAY_PORT": str(gateway_port),
         "AICHAT_GATEWAY_OPS_PORT": str(gateway_ops_port),  # /metrics, detailed readiness
         "AICHAT_WORKER_HEALTH_URLS": f'["http://127.0.0.1:{worker_port}/health/ready"]',
@@ -97,7 +98,8 @@ class RunningSystem:
 
     def start(self, *roles: str, gateway: bool = True) -> None:
         cli = [sys.executable, "-m", "streams.cli"]
-        ports = {"pipeline": self.env["AICHAT_WORKER_WEB_PORT"], "shipper": self.env["AICHAT_SHIPPER_WEB_PORT"]}
+        ports = {"pipeline": self.env["AICHAT_WORKER_WEB_PORT"], "answer": self.env["AICHAT_WORKER_WEB_PORT"],
+                 "ingest": self.env["AICHAT_INGEST_WEB_PORT"], "shipper": self.env["AICHAT_SHIPPER_WEB_PORT"]}
         for role in roles:
             port = ports[role]
             self.children.append(Child(role, [*cli, "worker", "--role", role, "--web-port", port],

@@ -10,7 +10,12 @@ Per micro-batch of document events:
   ``op="unchanged"`` marker instead of chunks, so it is not embedded again — but
   only when nothing this worker sent for the document is still in flight (the last
   version it forwarded is already the indexed one); after a restart it cannot know,
-  and re-embeds once.
+  and re-embeds once;
+* an upsert that splits into more than ``max_chunks_per_document`` chunks goes to the
+  dead-letter topic whole (:class:`TooManyChunks`, naming the count, the limit and the
+  setting) before any of its chunks is sent: nothing of it is indexed, the version
+  already in the index stays, and the chunker does not remember it as forwarded. The
+  rest of the batch goes on.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from schemas.events import ChunkEvent, DocKey, DocumentEvent, chunk_uuid
 from streams.chunking import TokenCounter, chunk_document, load_token_counter
 from streams.context import AgentContext
 from streams.docstate import DocState
-from streams.processing import Incoming, batch_agent, decoder
+from streams.processing import Incoming, batch_agent, dead_letter, decoder
 
 log = logging.getLogger(__name__)
 AGENT = "chunker"
@@ -36,9 +41,24 @@ FORWARDED_MEMORY = 200_000
 THREAD_ABOVE_CHARS = 50_000
 
 
+class TooManyChunks(InvalidEvent):
+    """An upsert splits into more chunks than ``max_chunks_per_document`` allows."""
+
+    def __init__(self, doc: DocumentEvent, n_chunks: int, limit: int) -> None:
+        super().__init__(
+            f"upsert of {doc.doc_id} v{doc.version} splits into {n_chunks} chunks, more than the "
+            f"limit of {limit} (AICHAT_MAX_CHUNKS_PER_DOCUMENT): nothing of it was indexed; split "
+            "the document or raise the limit"
+        )
+        self.n_chunks = n_chunks
+        self.limit = limit
+
+
 def make_chunks(
-    doc: DocumentEvent, *, counter: TokenCounter, max_tokens: int, overlap_tokens: int
+    doc: DocumentEvent, *, counter: TokenCounter, max_tokens: int, overlap_tokens: int,
+    max_chunks: int | None = None,
 ) -> list[ChunkEvent]:
+    """The document's chunk events; :class:`TooManyChunks` above ``max_chunks`` (None: no limit)."""
     pieces = chunk_document(
         doc.text,
         counter=counter,
@@ -48,6 +68,8 @@ def make_chunks(
     )
     if not pieces:
         raise InvalidEvent(f"upsert of {doc.doc_id} v{doc.version} has no text to index")
+    if max_chunks is not None and len(pieces) > max_chunks:
+        raise TooManyChunks(doc, len(pieces), max_chunks)
     return [
         ChunkEvent(
             trace_id=doc.trace_id,
@@ -114,7 +136,8 @@ def register(app: faust.App, ctx: AgentContext) -> None:
 
     def chunk(doc: DocumentEvent) -> list[ChunkEvent]:
         return make_chunks(doc, counter=counter, max_tokens=settings.chunk_max_tokens,
-                           overlap_tokens=settings.chunk_overlap_tokens)
+                           overlap_tokens=settings.chunk_overlap_tokens,
+                           max_chunks=settings.max_chunks_per_document)
 
     async def chunks_of(doc: DocumentEvent) -> list[ChunkEvent]:
         if len(doc.text) > THREAD_ABOVE_CHARS:
@@ -124,13 +147,19 @@ def register(app: faust.App, ctx: AgentContext) -> None:
     async def handle(batch: list[tuple[Incoming, DocumentEvent]]) -> None:
         states = await store.registry.get(doc.doc_key for _, doc in batch)
         futures = []
-        for _, doc in batch:
+        for msg, doc in batch:
             if doc.op == "delete":
                 out = [marker(doc, "delete")]
             elif is_unchanged(doc, states.get(doc.doc_key), forwarded.get(doc.doc_key)):
                 out = [marker(doc, "unchanged")]
             else:
-                out = await chunks_of(doc)
+                try:
+                    out = await chunks_of(doc)
+                except TooManyChunks as exc:
+                    # refused alone, here: raising would re-run the whole batch one by one
+                    # (and chunk this large document twice); nothing of it was sent
+                    await dead_letter(ctx, AGENT, msg, exc)
+                    continue
             futures.extend([await ctx.send(AGENT, ctx.topics.chunks, doc.kafka_key, c) for c in out])
             remember(doc.doc_key, doc.version)
             log.debug("%s v%d → %d chunk events (%s)", doc.kafka_key, doc.version, len(out), out[0].op,

@@ -37,6 +37,10 @@ def test_up_answers_a_question_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> No
             assert time.monotonic() < deadline, "aichat up not ready in 240 s"
             time.sleep(1)
         assert "ingested 7 sample documents" in log.read_text()
+        # answering and ingesting run apart (issue 10): an answer and an ingest worker, no pipeline
+        started = log.read_text()
+        assert all(f"    {name:<14} ready" in started for name in ("answer", "ingest", "shipper", "gateway"))
+        assert "    pipeline " not in started
 
         url = f"ws://127.0.0.1:{env['AICHAT_GATEWAY_PORT']}/ws"
         asked = subprocess.run([*AICHAT, "ask", "--url", url, "How many vacation days do employees get?"],

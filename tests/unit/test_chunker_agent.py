@@ -8,7 +8,7 @@ import pytest
 
 from schemas.errors import InvalidEvent
 from schemas.events import DocumentEvent
-from streams.agents.chunker import is_unchanged, make_chunks, marker
+from streams.agents.chunker import TooManyChunks, is_unchanged, make_chunks, marker
 from streams.chunking import load_token_counter
 from streams.docstate import DocState
 
@@ -70,3 +70,18 @@ def test_the_same_doc_id_in_two_tenants_gets_distinct_chunk_ids_and_keys() -> No
     assert {c.chunk_id for c in a}.isdisjoint(c.chunk_id for c in g)
     assert marker(acme, "delete").chunk_id != marker(globex, "delete").chunk_id
     assert (a[0].tenant, a[0].kafka_key) == ("acme", "acme/1")
+
+
+def test_a_document_above_the_chunk_limit_is_refused_naming_count_limit_and_setting() -> None:
+    long = DocumentEvent(doc_id="big", version=3, text=" ".join(f"Sentence {i} is here." for i in range(400)))
+    n = len(make_chunks(long, counter=COUNTER, max_tokens=32, overlap_tokens=0))
+    assert n > 5
+    # at the limit it passes; one chunk over, it is refused whole (no chunk list at all)
+    assert len(make_chunks(long, counter=COUNTER, max_tokens=32, overlap_tokens=0, max_chunks=n)) == n
+    with pytest.raises(TooManyChunks) as refused:
+        make_chunks(long, counter=COUNTER, max_tokens=32, overlap_tokens=0, max_chunks=n - 1)
+    message = str(refused.value)
+    assert f"big v3 splits into {n} chunks" in message
+    assert f"limit of {n - 1}" in message and "AICHAT_MAX_CHUNKS_PER_DOCUMENT" in message
+    # dead-lettered as invalid input (never retried), like any other refused document
+    assert isinstance(refused.value, InvalidEvent) and not refused.value.retriable
