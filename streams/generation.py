@@ -82,8 +82,8 @@ class ExtractiveGenerator:
         self.min_overlap = min_overlap
         self.max_passages = max_passages  # answers come from the best-ranked chunks only
         self.min_similarity = min_similarity  # 0: never quote by meaning alone
-        # each delta is one answer event through Kafka and one websocket frame: a few words
-        # per delta keeps the text streaming while costing an eighth of the events
+        # the answerer joins the deltas that come within AICHAT_ANSWER_TOKEN_INTERVAL_MS into
+        # one token event (streams/deltas.py); a few words per delta is what streams with 0
         self.words_per_delta = words_per_delta
 
     def select(self, question: str, passages: Sequence[Passage]) -> list[tuple[int, str]]:

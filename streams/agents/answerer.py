@@ -9,6 +9,7 @@ never silence.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -31,8 +32,9 @@ from schemas.events import (
     Source,
 )
 from streams.context import AgentContext
+from streams.deltas import coalesce
 from streams.errors import DependencyUnavailable, EffectFailed, ModelMismatch
-from streams.generation import Passage
+from streams.generation import Generator, Passage
 from streams.metrics import ANSWER_SECONDS
 from streams.processing import Incoming, dead_letter, process
 from streams.retrieval import Retriever
@@ -89,24 +91,42 @@ class _Reply:
         self.pending.clear()
 
 
+async def answer_query(
+    query: QueryEvent,
+    reply: _Reply,
+    retriever: Retriever,
+    generator: Generator,
+    started: float,
+    *,
+    token_interval_s: float,
+) -> dict[str, float]:
+    """Retrieve, send the sources, stream the generated text, send ``done``; the timings.
+
+    The generator's deltas go through :func:`~streams.deltas.coalesce`: the first at
+    once, then at most one ``token`` event per ``token_interval_s``, whatever the
+    generator (an extractive answer is one or two events; an LLM still streams)."""
+    found = await retriever.retrieve(query)
+    timings = {"embed": found.embed_ms, "search": found.search_ms}
+    await reply.emit("sources", sources=to_sources(found.passages))
+    t = time.perf_counter()
+    deltas = coalesce(generator.generate(query.text, found.passages), token_interval_s)
+    async with contextlib.aclosing(deltas):
+        async for delta in deltas:
+            if "first_token" not in timings:
+                timings["first_token"] = _ms_since(started)
+            await reply.emit("token", delta=delta)
+    timings["generate"] = _ms_since(t)
+    timings["total"] = _ms_since(started)
+    await reply.emit("done", timings_ms=timings)
+    return timings
+
+
 def register(app: faust.App, ctx: AgentContext) -> None:
     embedder, store, settings = ctx.embedder, ctx.store, ctx.settings
     assert embedder is not None and store is not None, "the answerer needs a model and Weaviate"
     retriever = Retriever(embedder, store, settings)
 
-    async def answer(query: QueryEvent, reply: _Reply, started: float) -> dict[str, float]:
-        found = await retriever.retrieve(query)
-        timings = {"embed": found.embed_ms, "search": found.search_ms}
-        await reply.emit("sources", sources=to_sources(found.passages))
-        t = time.perf_counter()
-        async for delta in ctx.generator.generate(query.text, found.passages):
-            if "first_token" not in timings:
-                timings["first_token"] = _ms_since(started)
-            await reply.emit("token", delta=delta)
-        timings["generate"] = _ms_since(t)
-        timings["total"] = _ms_since(started)
-        await reply.emit("done", timings_ms=timings)
-        return timings
+    interval_s = settings.answer_token_interval_ms / 1000
 
     async def handle(msg: Incoming) -> None:
         query = decode(QueryEvent, msg.value)
@@ -118,7 +138,8 @@ def register(app: faust.App, ctx: AgentContext) -> None:
             if remaining <= 0:
                 raise TimeoutError
             async with asyncio.timeout(remaining):
-                timings = await answer(query, reply, started)
+                timings = await answer_query(query, reply, retriever, ctx.generator, started,
+                                             token_interval_s=interval_s)
         except TimeoutError:
             outcome = "deadline_exceeded"
             await reply.emit("error", error=AnswerError(
