@@ -64,5 +64,5 @@ def register(app: faust.App, ctx: AgentContext) -> None:
 
     everything = raw_topic(app, *(ctx.topics.names[t] for t in SHIPPED_TOPICS))
     body = batch_agent(ctx, AGENT, raw, handle, max_size=ctx.settings.elastic_bulk_size,
-                       within_s=ctx.settings.batch_max_wait_ms / 1000)
+                       within_s=ctx.settings.elastic_bulk_wait_ms / 1000)
     app.agent(everything, name=AGENT, concurrency=1)(body)
