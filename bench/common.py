@@ -98,6 +98,11 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return float(ordered[rank - 1])
 
 
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    """p50, p95 and p99 of ``values`` (ms, rounded to 0.1), as the benchmarks report latencies."""
+    return {f"p{p}": round(percentile(values, p), 1) for p in (50, 95, 99)}
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]

@@ -49,7 +49,7 @@ from bench.common import (
     drop_state,
     free_port,
     machine_info,
-    percentile,
+    percentiles,
     print_table,
 )
 from bench.eval import EVAL_ROOT
@@ -81,12 +81,9 @@ class Load:
     sent: int = 0
 
     def summary(self) -> dict[str, Any]:
-        def pct(values: list[float]) -> dict[str, float]:
-            return {f"p{p}": round(percentile(values, p), 1) for p in (50, 95, 99)}
-
         return {"sent": self.sent, "answered": len(self.done_ms), "errors": sum(self.errors.values()),
-                "errors_by_code": dict(self.errors), "first_token_ms": pct(self.first_token_ms),
-                "done_ms": pct(self.done_ms)}
+                "errors_by_code": dict(self.errors), "first_token_ms": percentiles(self.first_token_ms),
+                "done_ms": percentiles(self.done_ms)}
 
 
 class Connection:

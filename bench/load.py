@@ -55,7 +55,7 @@ from bench.common import (
     WorkerGroup,
     free_port,
     machine_info,
-    percentile,
+    percentiles,
     print_table,
     rss_mb,
 )
@@ -104,9 +104,6 @@ class Step:
         first = [((a.first or a.done or a.sent) - a.sent) * 1000 for a in answered]
         done = [((a.done or a.sent) - a.sent) * 1000 for a in answered]
 
-        def pct(values: list[float]) -> dict[str, float]:
-            return {f"p{p}": round(percentile(values, p), 1) for p in (50, 95, 99)}
-
         return {
             "offered_qps": self.rate,
             "asked": len(self.asked),
@@ -115,8 +112,8 @@ class Step:
             "answered_qps": round(len(answered) / seconds, 2),
             "errors": len(errors),
             "error_examples": sorted(set(errors))[:3],
-            "first_token_ms": pct(first),
-            "done_ms": pct(done),
+            "first_token_ms": percentiles(first),
+            "done_ms": percentiles(done),
         }
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import connect
 
-from bench.common import RESULTS, WorkerGroup, free_port, machine_info, percentile, print_table
+from bench.common import RESULTS, WorkerGroup, free_port, machine_info, percentiles, print_table
 from bench.eval import EVAL_ROOT, load_qrels, load_queries
 from infra.up import Child, wait_ready
 from query_gateway.tokens import mint
@@ -45,10 +45,7 @@ class Samples:
     answered: int = 0
 
     def summary(self, seconds: float) -> dict[str, Any]:
-        def pct(values: list[float]) -> dict[str, float]:
-            return {f"p{p}": round(percentile(values, p), 1) for p in (50, 95, 99)}
-
-        ft, dn = pct(self.first_token_ms), pct(self.done_ms)
+        ft, dn = percentiles(self.first_token_ms), percentiles(self.done_ms)
         return {"answered": self.answered, "errors": len(self.errors), "qps": round(self.answered / seconds, 2),
                 "first_token_ms": ft, "done_ms": dn,
                 "first_token_p95_ms": ft["p95"], "done_p95_ms": dn["p95"],
