@@ -20,6 +20,7 @@ import fcntl
 import importlib.metadata
 import importlib.util
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,14 @@ def resolve_model_path(name: str, cache_dir: Path | None = None) -> str:
     if not (target / "modules.json").is_file():
         _export_locked(model, target)
     return str(target)
+
+
+def replace_dir(built: Path, target: Path) -> None:
+    """Put a fully written model directory in ``target``'s place (an older one goes first):
+    an export is built beside its target and only then renamed in, never read half-written."""
+    if target.exists():
+        shutil.rmtree(target)
+    built.rename(target)
 
 
 def version_tag(model: PackagedModel) -> str:

