@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from streams.keywords import analyse
+from streams.passages import Passage
 
 NOTHING_FOUND = "I could not find anything relevant to that question in the indexed documents."
 
@@ -27,20 +28,6 @@ _SENTENCE = re.compile(r"(?<=[.!?。！？])(?:\s+|(?=[\uac00-\ud7a3]))|\n+")
 _QUESTION_WORDS = frozenset(analyse(
     "from has have how i it its were what when where which who why do does did can you your"
 ))
-
-
-@dataclass(frozen=True, slots=True)
-class Passage:
-    """A retrieved chunk, as the generator sees it."""
-
-    doc_id: str
-    chunk_id: str
-    title: str
-    text: str
-    score: float
-    source_uri: str = ""
-    #: cosine similarity of the question and the chunk vectors (None without a vector search)
-    similarity: float | None = None
 
 
 class Generator(Protocol):

@@ -26,7 +26,7 @@ import orjson
 from streams.backoff import Backoff
 from streams.config import GeneratorSettings
 from streams.errors import DependencyUnavailable
-from streams.generation import Passage
+from streams.passages import Passage
 
 log = logging.getLogger(__name__)
 GENERATOR_RETRY = Backoff(first_s=0.2, max_s=2.0)

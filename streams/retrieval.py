@@ -19,9 +19,9 @@ from schemas.events import QueryEvent
 from streams.config import RetrievalSettings
 from streams.embedding import Embedder
 from streams.errors import ModelMismatch
-from streams.generation import Passage
 from streams.keywords import language
 from streams.metrics import EMBED_SECONDS, SEARCH_SECONDS
+from streams.passages import Passage
 from streams.vectorstore import VectorStore
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,8 @@ One :class:`WeaviateStore` per process owns one async client (``start``/``stop``
 Every batch result is checked object by object: a failed object raises
 :class:`~streams.errors.EffectFailed` (or ``DependencyUnavailable`` when the
 server is unreachable), never a silent partial write. Filters are built only
-through the client's typed filter API, never by string concatenation.
+through the client's typed filter API, never by string concatenation (streams/filters.py);
+what a chunk is written as and how a hit reads back are streams/weaviate_objects.py.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-import numpy as np
 import orjson
 import weaviate
-from weaviate.classes.data import DataObject
-from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
+from weaviate.classes.query import HybridFusion, MetadataQuery
 from weaviate.exceptions import (
     UnexpectedStatusCodeError,
     WeaviateBaseError,
@@ -34,16 +33,23 @@ from streams.config import WeaviateSettings
 from streams.docstate import DOCS_DEFINITION, DocRegistry
 from streams.endpoints import weaviate_http_options, weaviate_url
 from streams.errors import DependencyUnavailable, EffectFailed, ModelMismatch
-from streams.filters import CHUNK_FILTERS, build_filter, document_filter, meta_property, meta_text
-from streams.generation import Passage
+from streams.filters import (
+    build_filter,
+    document_filter,
+    meta_property,
+    meta_property_definition,
+    metadata_properties,
+    tenant_filter,
+)
 from streams.keywords import keyword_field
+from streams.passages import Passage
 from streams.weaviate_connect import weaviate_client
 from streams.weaviate_errors import insert_failed, refused_objects, within
+from streams.weaviate_objects import RETURN_PROPS, chunk_named, chunk_object, passages
 
 log = logging.getLogger(__name__)
 
 COLLECTION_FILE = Path(__file__).resolve().parent.parent / "infra" / "weaviate" / "collection.json"
-_RETURN_PROPS = ["doc_id", "tenant", "version", "seq", "title", "text", "source_uri", "metadata_json"]
 #: BM25 runs over this one property: title and text analysed in the pipeline (streams/keywords.py)
 SEARCH_PROPS = ["keywords"]
 #: a delete that matched this many objects or more is repeated until one matches none:
@@ -81,48 +87,6 @@ def collection_definition(name: str) -> dict[str, Any]:
     definition: dict[str, Any] = orjson.loads(COLLECTION_FILE.read_bytes())
     definition["class"] = name
     return definition
-
-
-def _chunk_objects(items: Sequence[ChunkVector]) -> list[DataObject[dict[str, Any], None]]:
-    """The Weaviate objects of embedded chunks, keywords analysed (streams/keywords.py)."""
-    return [
-        DataObject(
-            uuid=item.chunk.chunk_id,
-            vector=list(item.vector),
-            properties={
-                "doc_id": item.chunk.doc_id,
-                "tenant": item.chunk.tenant,
-                "version": item.chunk.version,
-                "seq": item.chunk.seq,
-                "n_chunks": item.chunk.n_chunks,
-                "title": item.chunk.title,
-                "text": item.chunk.text,
-                "keywords": keyword_field(item.chunk.title, item.chunk.text),
-                "char_start": item.chunk.char_start,
-                "char_end": item.chunk.char_end,
-                "source_uri": item.chunk.source_uri,
-                "model": item.chunk.model,
-                "trace_id": item.chunk.trace_id,
-                "metadata_json": orjson.dumps(item.chunk.metadata).decode(),
-                **{meta_property(k): meta_text(v) for k, v in item.chunk.metadata.items()},
-            },
-        )
-        for item in items
-    ]
-
-
-def _cosine(query: np.ndarray | None, vectors: Any) -> float | None:
-    """The question's cosine similarity to a chunk (both vectors are L2-normalised)."""
-    chunk = (vectors or {}).get("default") if query is not None else None
-    if chunk is None or query is None or len(chunk) != len(query):
-        return None
-    return round(float(np.dot(query, np.asarray(chunk, dtype=np.float32))), 6)
-
-
-def _chunk_named(obj: DataObject[Any, Any]) -> str:
-    props = obj.properties or {}
-    return (f"chunk {props.get('tenant')}/{props.get('doc_id')} v{props.get('version')} "
-            f"#{props.get('seq')} (id {obj.uuid})")
 
 
 class WeaviateStore:
@@ -183,10 +147,8 @@ class WeaviateStore:
             return
         for name in sorted(missing):
             try:
-                await self._http_add_property(self.settings.weaviate_collection, {
-                    "name": name, "dataType": ["text"], "tokenization": "field",
-                    "indexFilterable": True, "indexSearchable": False,
-                })
+                await self._http_add_property(self.settings.weaviate_collection,
+                                              meta_property_definition(name))
             except EffectFailed as exc:
                 if "already exists" not in str(exc):  # another worker added it meanwhile
                     raise
@@ -231,11 +193,8 @@ class WeaviateStore:
         never touched. A call that matched :data:`DELETE_REPEAT_AT` objects or more is
         repeated, so a server-side cap per call (``QUERY_MAXIMUM_RESULTS``) leaves nothing.
         """
-        where = document_filter(tenant, doc_id)
-        if versions_below is not None:
-            where = where & Filter.by_property("version").less_than(versions_below)
-        if versions_up_to is not None:
-            where = where & Filter.by_property("version").less_or_equal(versions_up_to)
+        where = document_filter(tenant, doc_id, versions_below=versions_below,
+                                versions_up_to=versions_up_to)
         removed = 0
         while True:
             try:
@@ -251,9 +210,7 @@ class WeaviateStore:
                 return removed
 
     async def count_chunks(self, tenant: str, doc_id: str, version: int | None = None) -> int:
-        where = document_filter(tenant, doc_id)
-        if version is not None:
-            where = where & Filter.by_property("version").equal(version)
+        where = document_filter(tenant, doc_id, version=version)
         result = await within(self.settings.weaviate_timeout_s,
                               self._collection.aggregate.over_all(total_count=True, filters=where), "a count")
         return int(result.total_count or 0)
@@ -293,18 +250,18 @@ class WeaviateStore:
         await self._refuse_other_models(items)
         await self._ensure_meta_properties({k for item in items for k in item.chunk.metadata})
         # keyword analysis (MeCab) is CPU work: off the event loop
-        objects = await asyncio.to_thread(_chunk_objects, items)
+        objects = await asyncio.to_thread(lambda: [chunk_object(i.chunk, i.vector) for i in items])
         try:
             result = await within(self.settings.weaviate_timeout_s,
                                   self._collection.data.insert_many(objects), f"a write of {len(objects)} chunks")
         except WeaviateConnectionError as exc:
             raise DependencyUnavailable(f"Weaviate unreachable: {exc}") from exc
         except WeaviateBaseError as exc:
-            raise insert_failed(exc, len(objects), _chunk_named(objects[0])) from exc
+            raise insert_failed(exc, len(objects), chunk_named(objects[0])) from exc
         if result.has_errors:
             first = objects[min(result.errors)]
             raise refused_objects([e.message for e in result.errors.values()], len(objects),
-                                  _chunk_named(first))
+                                  chunk_named(first))
 
     async def hybrid_search(
         self,
@@ -317,7 +274,7 @@ class WeaviateStore:
         filters: Mapping[str, Scalar] | None = None,
         fusion: str = "relative_score",
     ) -> list[Passage]:
-        unknown = {meta_property(k) for k in (filters or {}) if k not in CHUNK_FILTERS} - self._properties
+        unknown = metadata_properties(filters) - self._properties
         if unknown and unknown - await self._load_properties():
             return []  # no document has that metadata key: nothing can match
         try:
@@ -329,28 +286,16 @@ class WeaviateStore:
                 query_properties=SEARCH_PROPS,
                 filters=build_filter(tenant, filters),
                 return_metadata=MetadataQuery(score=True),
-                return_properties=_RETURN_PROPS,
+                return_properties=RETURN_PROPS,
                 include_vector=alpha > 0,  # for each passage's similarity to the question
                 fusion_type=HybridFusion.RANKED if fusion == "ranked" else HybridFusion.RELATIVE_SCORE,
             ), "a search")
         except (WeaviateConnectionError, WeaviateQueryError) as exc:
             raise DependencyUnavailable(f"Weaviate search failed: {exc}") from exc
-        query = np.asarray(vector, dtype=np.float32) if alpha > 0 else None
-        return [
-            Passage(
-                doc_id=str(obj.properties["doc_id"]),
-                chunk_id=str(obj.uuid),
-                title=str(obj.properties.get("title") or ""),
-                text=str(obj.properties.get("text") or ""),
-                score=float(obj.metadata.score or 0.0),
-                source_uri=str(obj.properties.get("source_uri") or ""),
-                similarity=_cosine(query, obj.vector),
-            )
-            for obj in result.objects
-        ]
+        return passages(result.objects, vector if alpha > 0 else None)
 
     async def count(self, tenant: str | None = None) -> int:
-        where = Filter.by_property("tenant").equal(tenant) if tenant else None
+        where = tenant_filter(tenant) if tenant else None
         result = await within(self.settings.weaviate_timeout_s,
                               self._collection.aggregate.over_all(total_count=True, filters=where), "a count")
         return int(result.total_count or 0)

@@ -34,8 +34,9 @@ from schemas.events import (
 from streams.context import AgentContext
 from streams.deltas import coalesce
 from streams.errors import DependencyUnavailable, EffectFailed, ModelMismatch
-from streams.generation import Generator, Passage
+from streams.generation import Generator
 from streams.metrics import ANSWER_SECONDS
+from streams.passages import Passage
 from streams.processing import Incoming, dead_letter, process
 from streams.retrieval import Retriever
 

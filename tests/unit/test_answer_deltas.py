@@ -14,7 +14,7 @@ from schemas.events import AnswerEvent, QueryEvent, ReplyRoute, utc_now
 from streams.agents.answerer import _Reply, answer_query
 from streams.deltas import coalesce
 from streams.errors import DependencyUnavailable
-from streams.generation import Passage
+from streams.passages import Passage
 from streams.retrieval import Retrieved
 
 WORDS = [f"w{i} " for i in range(20)]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from streams.generation import NOTHING_FOUND, ExtractiveGenerator, Passage, terms
+from streams.generation import NOTHING_FOUND, ExtractiveGenerator, terms
+from streams.passages import Passage
 
 
 def _p(i: int, text: str) -> Passage:

@@ -6,7 +6,7 @@ import pytest
 from schemas.events import QueryEvent, ReplyRoute, utc_now
 from streams.config import RetrievalSettings
 from streams.errors import ModelMismatch
-from streams.generation import Passage
+from streams.passages import Passage
 from streams.retrieval import Retriever, collapse_per_document, variant_alpha
 
 
