@@ -161,6 +161,47 @@ class CpuMeter:
         return spent
 
 
+class EsWork:
+    """What Elasticsearch did for the run's indices between two laps (``_stats``), to say why it costs CPU.
+
+    ``internal_refreshes`` are the refreshes Elasticsearch ran on its own (a realtime get or
+    an update of a document not yet searchable forces one), beside the scheduled ones.
+    """
+
+    SECTIONS = "refresh,indexing,get,merge"
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        from streams.endpoints import elastic_http_options
+
+        self.client = httpx.Client(**elastic_http_options(settings), timeout=30)
+        self.pattern = f"{settings.elastic_index_prefix}-*"
+        self.last = self._read()
+
+    def _read(self) -> dict[str, float]:
+        reply = self.client.get(f"/{self.pattern}/_stats/{self.SECTIONS}")
+        total = reply.json().get("_all", {}).get("total", {}) if reply.status_code == 200 else {}
+        refresh, indexing = total.get("refresh", {}), total.get("indexing", {})
+        return {
+            "docs_indexed": indexing.get("index_total", 0),
+            "index_time_ms": indexing.get("index_time_in_millis", 0),
+            "gets": total.get("get", {}).get("total", 0),
+            "refreshes": refresh.get("total", 0),
+            "internal_refreshes": refresh.get("total", 0) - refresh.get("external_total", 0),
+            "refresh_time_ms": refresh.get("total_time_in_millis", 0),
+            "merges": total.get("merge", {}).get("total", 0),
+            "merge_time_ms": total.get("merge", {}).get("total_time_in_millis", 0),
+        }
+
+    def lap(self, answered: int) -> dict[str, float]:
+        now = self._read()
+        spent = {k: now[k] - self.last.get(k, 0) for k in now}
+        self.last = now
+        return {k: round(v / max(answered, 1), 2) for k, v in spent.items()}
+
+    def close(self) -> None:
+        self.client.close()
+
+
 async def arrivals(rate: float, seconds: float, rng: random.Random,
                    ask: Callable[[], Awaitable[None]]) -> tuple[float, float]:
     """Call ``ask`` at Poisson times of ``rate`` per second for ``seconds`` (each its own task)."""
@@ -301,6 +342,8 @@ async def sweep_gateway(args: argparse.Namespace, questions: list[str], env: dic
         print(f"{len(users)} users connected; gateway RSS {rss_mb(gateway.proc.pid):.0f} MB", flush=True)
 
         meter = CpuMeter(groups)
+        es_work = EsWork(load_settings(WorkerSettings, topic_prefix=env["AICHAT_TOPIC_PREFIX"],
+                                       elastic_index_prefix=env["AICHAT_ELASTIC_INDEX_PREFIX"]))
         await asyncio.sleep(args.idle_seconds)
         idle = meter.lap()
         idle_share = {name: round(100 * s / args.idle_seconds, 2) for name, s in idle.items()}
@@ -316,6 +359,7 @@ async def sweep_gateway(args: argparse.Namespace, questions: list[str], env: dic
             profilers = start_profiles(args, rate, {"gateway": gateway.proc.pid,
                                                     "answer": answer.children[0].proc.pid})  # type: ignore[union-attr]
             meter.lap()
+            es_work.lap(1)
             client_cpu = own_cpu_seconds()
             step.started, step.ended = await arrivals(
                 rate, args.seconds, rng, lambda s=step: rng.choice(users).ask(rng.choice(questions), s))
@@ -327,14 +371,17 @@ async def sweep_gateway(args: argparse.Namespace, questions: list[str], env: dic
             row.update(cpu_s=spent, cpu_ms_per_answered=round(1000 * sum(spent.values()) / answered, 1),
                        cpu_ms_per_answered_by_process={k: round(1000 * v / answered, 2) for k, v in spent.items()},
                        load_generator_cpu_s=round(own_cpu_seconds() - client_cpu, 2),
-                       gateway_rss_mb=round(rss_mb(gateway.proc.pid), 1), users=len(users))
+                       gateway_rss_mb=round(rss_mb(gateway.proc.pid), 1), users=len(users),
+                       elasticsearch_work_per_answered=es_work.lap(answered))
             rows.append(row)
             print(f"gateway {rate} q/s: answered {row['answered_qps']} q/s, first p95 "
                   f"{row['first_token_ms']['p95']} ms, done p95 {row['done_ms']['p95']} ms, errors "
-                  f"{row['errors']} {row['error_examples']}, CPU {row['cpu_ms_per_answered']} ms/q", flush=True)
+                  f"{row['errors']} {row['error_examples']}, CPU {row['cpu_ms_per_answered']} ms/q; "
+                  f"Elasticsearch per question {row['elasticsearch_work_per_answered']}", flush=True)
             if row["first_token_ms"]["p95"] > 10 * FIRST_TOKEN_GOAL_MS and rate != args.rates[-1]:
                 print("far past saturation: the higher rates are left out", flush=True)
                 break
+        es_work.close()
         shipped = await shipped_everything(env, timeout_s=120)
         return {"rows": rows, "idle_cpu_pct_of_core": idle_share, "elasticsearch": shipped,
                 "worker_rss_mb": {"answer": answer.peak_rss_mb()[0], "shipper": shipper.peak_rss_mb()[0]}}
