@@ -52,9 +52,10 @@ from starlette.websockets import WebSocket
 from query_gateway.admission import client_key
 from query_gateway.auth import Authenticator, build_authenticator, check_origin
 from query_gateway.config import GatewaySettings
-from query_gateway.connection import Connection, Hub
+from query_gateway.connection import Connection
 from query_gateway.errors import HandshakeRefused, TooManyConnections, Unauthorized
 from query_gateway.health import Check, Readiness, default_checks
+from query_gateway.hub import Hub
 from query_gateway.metrics import AUTH_REFUSED
 from query_gateway.ratelimit import RateLimiter, build_rate_limiter
 from query_gateway.refusals import MESSAGE_CHARS, excerpt

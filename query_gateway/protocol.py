@@ -23,6 +23,7 @@ What a refusal repeats of the client's frame (a type, an id, a filter key) is an
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -172,6 +173,11 @@ def error_from(exc: GatewayError, error_id: str, client_id: str | None = None) -
     if exc.retry_after is not None:
         frame["retry_after"] = exc.retry_after
     return frame
+
+
+def new_error_id() -> str:
+    """The ``error_id`` of an error frame, also logged with the error: how a report finds its line."""
+    return str(uuid.uuid4())
 
 
 def pong() -> dict[str, Any]:

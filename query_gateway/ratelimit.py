@@ -7,10 +7,15 @@
 :class:`RedisRateLimiter` keeps them in Redis, updated by one Lua script per
 query (atomic, on Redis's own clock), so every replica draws from the same
 bucket. :func:`build_rate_limiter` picks Redis when ``AICHAT_REDIS_URL`` is set.
+
+:class:`FailOpen` is the gateway's policy when the limiter itself fails (Redis
+down, or slower than its timeout): the query goes through, counted in
+``aichat_gateway_rate_limiter_errors_total`` and logged at most once per interval.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -21,6 +26,7 @@ from redis.exceptions import RedisError
 
 from query_gateway.config import GatewaySettings
 from query_gateway.errors import GatewayError
+from query_gateway.metrics import RATE_LIMITER_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -169,3 +175,28 @@ def build_rate_limiter(settings: GatewaySettings) -> LocalRateLimiter | RedisRat
         prefix=settings.redis_key_prefix,
         timeout_s=settings.redis_timeout_s,
     )
+
+
+class FailOpen:
+    """Ask ``limiter``, but let the query through when it fails or takes over ``timeout_s``:
+    an outage of the rate limiter must not become an outage of the chat. Each failure is
+    counted; a warning is logged at most once per ``warn_every_s``."""
+
+    def __init__(self, limiter: RateLimiter, timeout_s: float, *, warn_every_s: float = 10.0) -> None:
+        self._limiter = limiter
+        self._timeout_s = timeout_s
+        self._warn_every_s = warn_every_s
+        self._warned_at = 0.0
+
+    async def acquire(self, key: str) -> float | None:
+        """Seconds to wait before ``key`` may ask again; None = go ahead."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._limiter.acquire(key)
+        except (GatewayError, TimeoutError) as exc:
+            RATE_LIMITER_ERRORS.inc()
+            now = time.monotonic()
+            if now - self._warned_at > self._warn_every_s:
+                self._warned_at = now
+                logger.warning("rate limiter unavailable, letting queries through: %r", exc)
+            return None

@@ -31,8 +31,8 @@ from starlette.applications import Starlette
 
 from query_gateway.app import REFUSED_UPGRADE, create_app
 from query_gateway.config import GatewaySettings
-from query_gateway.connection import Hub
 from query_gateway.errors import GatewayError
+from query_gateway.hub import Hub
 from query_gateway.refusals import RefusalLog, excerpt
 
 logger = logging.getLogger(__name__)
