@@ -114,10 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if not args.verbose:
-        for noisy in ("httpx", "httpcore"):
+        # aiokafka's refused connections while a probe asks are demoted there
+        # (infra/kafka/probing.py); its other warnings and errors are real and stay visible
+        for noisy in ("httpx", "httpcore", "aiokafka"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        # aiokafka logs every refused connection at ERROR: status reports that itself
-        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     return int(args.func(args))
 
 

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -94,13 +95,20 @@ def spawn(
     cwd: Path,
     log_path: Path,
     run_as: RunAs | None = None,
-) -> subprocess.Popen[bytes]:
-    """Start ``argv`` detached: new session, stdin from /dev/null, stdout+stderr appended to ``log_path``."""
+) -> int:
+    """Start ``argv`` detached: new session, stdin from /dev/null, stdout+stderr appended to
+    ``log_path``; return its pid (= its process group), by which it is tracked from here on.
+
+    The service outlives this call, often this process too (``aichat stack up`` returns), so
+    nothing here waits for it; a daemon thread does, so that it never lingers as a zombie
+    while we run and its ``Popen`` is never collected while it runs (Python's
+    ``ResourceWarning: subprocess N is still running``). A thread still waiting at exit
+    just ends with the process: the service is reparented as any detached one."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
         out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} start: {' '.join(argv)}\n".encode())
         out.flush()
-        return subprocess.Popen(  # noqa: S603 - argv is built by the launchers
+        proc = subprocess.Popen(  # noqa: S603 - argv is built by the launchers
             list(argv),
             env=dict(env),
             cwd=cwd,
@@ -113,6 +121,8 @@ def spawn(
             group=None if run_as is None else run_as.gid,
             extra_groups=None if run_as is None else [],
         )
+    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+    return proc.pid
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -267,10 +267,9 @@ def _bring_up(settings: StackSettings, name: str) -> ServiceStatus:
             launcher.provision(settings)
             spec = launcher.prepare(settings, paths)
             log.info("%s: starting (log %s)", name, paths.out_log)
-            proc = spawn(
+            pid = spawn(
                 spec.argv, env=spec.env, cwd=spec.cwd, log_path=paths.out_log, run_as=spec.run_as
             )
-            pid = proc.pid
             spawned = True
             write_pid(paths.pid_file, pid)
             started = time.monotonic()

@@ -24,6 +24,29 @@ from dotenv import load_dotenv
 from streams.errors import ConfigError
 
 
+def quiet_authlib_httpx_warning() -> None:
+    """Ignore exactly authlib's "The httpx module is deprecated; please use httpx2 instead".
+
+    weaviate-client (4.24.1, the newest) imports ``authlib.integrations.httpx_client``, whose
+    import warns that authlib falls back to httpx because httpx2 is not installed. No import
+    of ours triggers it and there is no non-deprecated path from here: weaviate-client builds
+    its connections (and its OIDC sessions, authlib's clients) on httpx, so installing httpx2
+    would mix the two libraries inside weaviate-client. Until weaviate-client moves, filter it.
+
+    ``authlib.deprecate`` puts an ``always`` filter for its warning class in front of all
+    others when it is first imported, which would override a filter set before that import
+    (weaviate-client is imported later, by the sub-command): so import it first (1 ms) and
+    put this filter in front of it.
+    """
+    from authlib.deprecate import AuthlibDeprecationWarning
+
+    warnings.filterwarnings(
+        "ignore",
+        message=r"The httpx module is deprecated; please use httpx2 instead\.",
+        category=AuthlibDeprecationWarning,
+    )
+
+
 def _worker(args: argparse.Namespace) -> int:
     from streams.config import WorkerSettings, load_settings
     from streams.worker import run
@@ -79,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     from streams.config import ObservabilitySettings, load_settings, log_json
     from streams.logs import configure_logging
 
-    # authlib (via weaviate-client) warns on import about its httpx integration: not ours to fix
-    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    quiet_authlib_httpx_warning()
     args = build_parser().parse_args(argv)
     if args.env_file is not None:
         if not args.env_file.is_file():

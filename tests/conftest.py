@@ -9,6 +9,11 @@ import socket
 import uuid
 from collections.abc import Iterator
 
+# authlib puts an `always` filter for its warnings in front of every other filter on this
+# first import; imported here, before any test imports weaviate-client (which imports
+# authlib's httpx integration), pyproject's filter for its httpx deprecation comes first
+# (see streams/cli.py: quiet_authlib_httpx_warning)
+import authlib.deprecate  # noqa: F401
 import httpx
 import pytest
 

@@ -20,6 +20,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, for_code
 
 from infra.errors import StackError
+from infra.kafka.probing import probing
 from streams.config import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -115,17 +116,26 @@ def admin_client(settings: KafkaSettings, request_timeout_ms: int = 10_000) -> A
     )
 
 
+def _failure(exc: BaseException, timeout_s: float) -> str:
+    """A probe's detail for ``exc``: its type and message (a bare timeout says so)."""
+    text = str(exc) or f"no answer within {timeout_s:.0f}s"
+    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
+
+
 async def kafka_probe(settings: KafkaSettings, timeout_s: float = 3.0) -> tuple[bool, str]:
-    """(healthy, detail): the broker answers metadata and lists at least one broker."""
-    admin = admin_client(settings, request_timeout_ms=int(timeout_s * 1000))
-    try:
-        await asyncio.wait_for(admin.start(), timeout_s)
-        cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
-    except Exception as exc:  # noqa: BLE001 - any failure means "not healthy", reported as detail
-        text = str(exc) or f"no answer within {timeout_s:.0f}s"
-        return False, text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
-    finally:
-        await admin.close()
+    """(healthy, detail): the broker answers metadata and lists at least one broker.
+
+    A refused connection is an answer here, not an error: aiokafka's own ERROR lines about
+    it are demoted (infra/kafka/probing.py)."""
+    with probing():
+        admin = admin_client(settings, request_timeout_ms=int(timeout_s * 1000))
+        try:
+            await asyncio.wait_for(admin.start(), timeout_s)
+            cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not healthy", reported as detail
+            return False, _failure(exc, timeout_s)
+        finally:
+            await admin.close()
     brokers = cluster.get("brokers", [])
     if not brokers:
         return False, "no broker registered yet"
@@ -137,19 +147,19 @@ async def kafka_node_probe(
 ) -> tuple[bool, str]:
     """(healthy, detail) of one node of a cluster: it answers metadata on its own listener
     and lists itself among the brokers (registered and unfenced, i.e. caught up)."""
-    client = AIOKafkaClient(
-        bootstrap_servers=f"{host}:{port}",
-        client_id="aichat-stack",
-        request_timeout_ms=int(timeout_s * 1000),
-    )
-    try:
-        await asyncio.wait_for(client.bootstrap(), timeout_s)
-        ids = sorted(b.nodeId for b in client.cluster.brokers())
-    except Exception as exc:  # noqa: BLE001 - any failure means "not healthy", reported as detail
-        text = str(exc) or f"no answer within {timeout_s:.0f}s"
-        return False, text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
-    finally:
-        await client.close()
+    with probing():
+        client = AIOKafkaClient(
+            bootstrap_servers=f"{host}:{port}",
+            client_id="aichat-stack",
+            request_timeout_ms=int(timeout_s * 1000),
+        )
+        try:
+            await asyncio.wait_for(client.bootstrap(), timeout_s)
+            ids = sorted(b.nodeId for b in client.cluster.brokers())
+        except Exception as exc:  # noqa: BLE001 - any failure means "not healthy", reported as detail
+            return False, _failure(exc, timeout_s)
+        finally:
+            await client.close()
     if not ids:
         return False, f"no answer from {host}:{port}"
     if node_id not in ids:
@@ -165,26 +175,31 @@ async def live_brokers(admin: AIOKafkaAdminClient) -> list[int]:
 
 
 async def wait_for_brokers(settings: KafkaSettings, count: int, timeout_s: float) -> list[int]:
-    """Poll until the cluster lists ``count`` brokers; raise :class:`StackError` after the timeout."""
+    """Poll until the cluster lists ``count`` brokers; raise :class:`StackError` after the timeout.
+
+    Nodes still starting refuse connections meanwhile: expected, so not logged as errors."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     seen: list[int] = []
-    admin = admin_client(settings)
-    await admin.start()
-    try:
-        while True:
-            try:
-                seen = await live_brokers(admin)
-            except KafkaError as exc:
-                if not exc.retriable:
-                    raise
-            if len(seen) >= count:
-                return seen
-            if loop.time() > deadline:
-                raise StackError(f"only brokers {seen} of {count} registered after {timeout_s:.0f}s")
-            await asyncio.sleep(1.0)
-    finally:
-        await admin.close()
+    with probing():
+        admin = admin_client(settings)
+        await admin.start()
+        try:
+            while True:
+                try:
+                    seen = await live_brokers(admin)
+                except KafkaError as exc:
+                    if not exc.retriable:
+                        raise
+                if len(seen) >= count:
+                    return seen
+                if loop.time() > deadline:
+                    raise StackError(
+                        f"only brokers {seen} of {count} registered after {timeout_s:.0f}s"
+                    )
+                await asyncio.sleep(1.0)
+        finally:
+            await admin.close()
 
 
 async def ensure_topics(
