@@ -7,11 +7,7 @@ header ``aichat-event-type: query_cancelled``; the answerer stops that query.
 
 from __future__ import annotations
 
-from typing import Literal
-
-from schemas.events import EVENT_TYPE_HEADER, QUERY_CANCELLED, QueryCancelled
-
-CancelReason = Literal["client", "disconnected", "token_expired", "slow_client", "shutdown"]
+from schemas.events import EVENT_TYPE_HEADER, QUERY_CANCELLED, CancelReason, QueryCancelled
 
 __all__ = ["EVENT_TYPE_HEADER", "QUERY_CANCELLED", "CancelReason", "QueryCancelled", "headers"]
 

@@ -23,6 +23,7 @@ import httpx
 from query_gateway.config import GatewaySettings
 from query_gateway.errors import GatewayError
 from query_gateway.transport import Transport
+from streams.endpoints import elastic_headers, elastic_url, weaviate_headers, weaviate_url
 
 Check = Callable[[], Awaitable[str]]
 
@@ -34,28 +35,17 @@ class CheckFailed(Exception):
 def default_checks(
     settings: GatewaySettings, transport: Transport, http: httpx.AsyncClient
 ) -> dict[str, Check]:
-    weaviate_url = (
-        f"http://{settings.weaviate_host}:{settings.weaviate_http_port}/v1/.well-known/ready"
-    )
-    weaviate_headers = (
-        {"Authorization": f"Bearer {settings.weaviate_api_key.get_secret_value()}"}
-        if settings.weaviate_api_key
-        else {}
-    )
-    elastic_url = settings.elastic_url.rstrip("/") + "/_cluster/health"
-    elastic_headers = (
-        {"Authorization": f"ApiKey {settings.elastic_api_key.get_secret_value()}"}
-        if settings.elastic_api_key
-        else {}
-    )
+    ready_url = weaviate_url(settings) + "/v1/.well-known/ready"
+    health_url = elastic_url(settings) + "/_cluster/health"
+    weaviate_auth, elastic_auth = weaviate_headers(settings), elastic_headers(settings)
 
     async def weaviate() -> str:
-        response = await http.get(weaviate_url, headers=weaviate_headers)
+        response = await http.get(ready_url, headers=weaviate_auth)
         _expect_ok(response)
         return "ready"
 
     async def elasticsearch() -> str:
-        response = await http.get(elastic_url, headers=elastic_headers)
+        response = await http.get(health_url, headers=elastic_auth)
         _expect_ok(response)
         status = response.json().get("status")
         if status not in ("green", "yellow"):

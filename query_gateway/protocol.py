@@ -38,9 +38,10 @@ from query_gateway.errors import (
     UnknownType,
 )
 from query_gateway.refusals import excerpt
-from schemas.events import AnswerEvent, Source
+from schemas.codec import load_object
+from schemas.errors import NotAJsonObject
+from schemas.events import TOP_K_MAX, AnswerEvent, Source
 
-TOP_K_MAX = 20
 #: validation problems named in one ``invalid_query`` message, at most
 MAX_PROBLEMS = 5
 
@@ -87,11 +88,9 @@ def parse_frame(raw: str | bytes, *, max_frame_bytes: int, max_query_chars: int)
     if size > max_frame_bytes:
         raise FrameTooLarge(f"frame is {size} bytes; the limit is {max_frame_bytes} bytes")
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadFrame(f"frame is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadFrame(f"frame must be a JSON object, got {type(data).__name__}")
+        data = load_object(raw, not_json="frame is not valid JSON")
+    except NotAJsonObject as exc:
+        raise BadFrame(str(exc)) from None
     raw_id = data.get("id")
     client_id = raw_id if isinstance(raw_id, str) and 0 < len(raw_id) <= 128 else None
     kind = data.get("type")

@@ -101,32 +101,31 @@ class KafkaTransport:
         self.router.unregister(query_id)
 
     async def publish(self, event: QueryEvent) -> None:
-        if self._producer is None:
-            raise KafkaUnavailable("the gateway is not connected to Kafka")
-        topic = self._settings.queries_topic
-        try:
-            await asyncio.wait_for(
-                self._producer.send_and_wait(topic, encode(event), key=event.query_id.encode()),
-                self._settings.produce_timeout_s,
-            )
-        except (KafkaError, TimeoutError) as exc:
-            raise KafkaUnavailable(f"could not publish the query to {topic!r}: {exc!r}") from exc
+        await self._send(event, "the query")
 
     async def cancel(self, event: QueryCancelled) -> None:
+        await self._send(event, "the cancellation", headers=events.headers())
+
+    async def _send(
+        self,
+        event: QueryEvent | QueryCancelled,
+        what: str,
+        *,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Produce onto ``queries``, keyed by ``query_id``, and wait for the broker's ack."""
         if self._producer is None:
             raise KafkaUnavailable("the gateway is not connected to Kafka")
         topic = self._settings.queries_topic
         try:
             await asyncio.wait_for(
                 self._producer.send_and_wait(
-                    topic, encode(event), key=event.query_id.encode(), headers=events.headers()
+                    topic, encode(event), key=event.query_id.encode(), headers=headers
                 ),
                 self._settings.produce_timeout_s,
             )
         except (KafkaError, TimeoutError) as exc:
-            raise KafkaUnavailable(
-                f"could not publish the cancellation to {topic!r}: {exc!r}"
-            ) from exc
+            raise KafkaUnavailable(f"could not publish {what} to {topic!r}: {exc!r}") from exc
 
     async def check(self) -> str:
         if self._producer is None:

@@ -1,15 +1,19 @@
-"""Bytes on the wire ⇄ event models, and the compact vector encoding."""
+"""Bytes on the wire ⇄ event models, and the compact vector encoding.
+
+:func:`load_object` is the one "parse a JSON object or say why" of the project: events
+here, the gateway's client frames and JSON Lines records.
+"""
 
 from __future__ import annotations
 
 import base64
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
 from pydantic import ValidationError
 
-from schemas.errors import InvalidEvent
+from schemas.errors import InvalidEvent, NotAJsonObject
 from schemas.events import SCHEMA_VERSION, Event
 
 E = TypeVar("E", bound=Event)
@@ -21,16 +25,27 @@ def encode(event: Event) -> bytes:
     return event.__pydantic_serializer__.to_json(event)
 
 
+def load_object(raw: str | bytes, *, not_json: str = "not JSON") -> dict[str, Any]:
+    """``raw`` as one JSON object; else :class:`NotAJsonObject` saying why, as
+    ``"<not_json>: <the parser's message>"`` or ``"expected a JSON object, got list"``
+    (``not_json`` is the caller's words for bytes that are not JSON at all)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise NotAJsonObject(f"{not_json}: {exc}") from None
+    if not isinstance(data, dict):
+        raise NotAJsonObject(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def decode(model: type[E], raw: bytes | None) -> E:
     """Parse and validate; raise :class:`InvalidEvent` with a reason a human can act on."""
     if raw is None:
         raise InvalidEvent("empty value (tombstone or null)")
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEvent(f"not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidEvent(f"expected a JSON object, got {type(data).__name__}")
+        data = load_object(raw)
+    except NotAJsonObject as exc:
+        raise InvalidEvent(str(exc)) from None
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         raise InvalidEvent(

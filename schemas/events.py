@@ -189,6 +189,12 @@ class ReplyRoute(BaseModel):
     partition: int = Field(ge=0)
 
 
+#: passages a client may ask for at most: the gateway's cap on a query frame's ``top_k``
+#: and the answerer's default ``AICHAT_TOP_K_MAX`` (an event itself may ask for up to 200,
+#: for benchmarks that raise the answerer's cap)
+TOP_K_MAX = 20
+
+
 class QueryEvent(Event):
     """``queries`` topic, keyed by ``query_id``."""
 
@@ -210,6 +216,8 @@ class QueryEvent(Event):
 EVENT_TYPE_HEADER = "aichat-event-type"
 QUERY_CANCELLED = "query_cancelled"
 
+CancelReason = Literal["client", "disconnected", "token_expired", "slow_client", "shutdown"]
+
 
 class QueryCancelled(Event):
     """``queries`` topic, keyed by ``query_id`` (so it follows its query): stop working on it.
@@ -224,7 +232,7 @@ class QueryCancelled(Event):
     session_id: str = ""
     tenant: Tenant = "default"
     user: str = "anonymous"
-    reason: Literal["client", "disconnected", "token_expired", "slow_client", "shutdown"] = Field(
+    reason: CancelReason = Field(
         description="client: a cancel frame; disconnected: the websocket closed; "
         "token_expired / slow_client: the gateway ended the session; shutdown: replica stopping"
     )

@@ -28,6 +28,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from schemas.events import TOP_K_MAX
 from streams.errors import ConfigError
 
 ENV_PREFIX = "AICHAT_"
@@ -215,7 +216,7 @@ class RetrievalSettings(_Base):
         "Belebele-kor train",
     )
     top_k_default: int = Field(5, ge=1, le=50)
-    top_k_max: int = Field(20, ge=1, le=200)
+    top_k_max: int = Field(TOP_K_MAX, ge=1, le=200)
 
     @field_validator("chunk_overlap_tokens")
     @classmethod

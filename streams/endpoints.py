@@ -8,7 +8,9 @@ trust the same CA::
     weaviate_api_key(s)        AICHAT_WEAVIATE_API_KEY (or _FILE), else the local stack's key
     weaviate_headers(s)        {"Authorization": "Bearer <key>"} or {}
     weaviate_http_options(s)   base_url, headers and verify for an httpx client
-    elastic_headers(s), elastic_http_options(s)   the same for Elasticsearch
+    elastic_url(s), elastic_headers(s), elastic_http_options(s)   the same for Elasticsearch
+    api_key_headers(key)       {"Authorization": "ApiKey <key>"} or {}: an Elastic API key
+                               (Elasticsearch's, and Kibana's in ``aichat elk``)
     tls_verify(ca_file)        what httpx's ``verify`` gets: a context trusting ca_file, or True
 
 The local stack's key: ``aichat stack up`` creates a random key once in
@@ -24,6 +26,8 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 from typing import TypedDict
+
+from pydantic import SecretStr
 
 from streams.config import ElasticSettings, WeaviateSettings
 from streams.errors import ConfigError
@@ -89,15 +93,22 @@ def weaviate_http_options(settings: WeaviateSettings) -> HttpOptions:
     )
 
 
+def api_key_headers(key: SecretStr | None) -> dict[str, str]:
+    value = key.get_secret_value() if key is not None else ""
+    return {"Authorization": f"ApiKey {value}"} if value else {}
+
+
+def elastic_url(settings: ElasticSettings) -> str:
+    return settings.elastic_url.rstrip("/")
+
+
 def elastic_headers(settings: ElasticSettings) -> dict[str, str]:
-    if settings.elastic_api_key is None:
-        return {}
-    return {"Authorization": f"ApiKey {settings.elastic_api_key.get_secret_value()}"}
+    return api_key_headers(settings.elastic_api_key)
 
 
 def elastic_http_options(settings: ElasticSettings) -> HttpOptions:
     return HttpOptions(
-        base_url=settings.elastic_url.rstrip("/"),
+        base_url=elastic_url(settings),
         headers=elastic_headers(settings),
         verify=tls_verify(settings.elastic_ca_file),
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+import warnings
 from collections.abc import Iterator
 
 # authlib puts an `always` filter for its warnings in front of every other filter on this
@@ -19,6 +20,14 @@ import pytest
 
 from streams.config import WorkerSettings, load_settings
 from streams.endpoints import HttpOptions, elastic_http_options, weaviate_http_options
+
+# starlette>=1.x prefers httpx2 for its TestClient and warns (a UserWarning) when it falls back
+# to httpx. Imported once here, so test modules import it plainly: pyproject's filters cannot
+# catch it there, since weaviate-client's import puts a `default` filter for every warning
+# in front of them
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    import starlette.testclient  # noqa: F401
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
+
 from infra.cleanup import drop_isolated_state
 from infra.up import Child, wait_ready
 from query_gateway.tokens import mint
@@ -136,6 +138,15 @@ async def cleaned_up(system: RunningSystem) -> AsyncIterator[RunningSystem]:
     finally:
         system.stop()
         await drop_isolated_state(system.settings())
+
+
+async def metric(url: str, name: str) -> float:
+    """The samples of ``url``/metrics whose line starts with ``name`` (a metric name, with the
+    start of its labels if wanted), summed: e.g. a gateway replica's operator listener."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        text = (await http.get(f"{url}/metrics")).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#"))
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], *, timeout_s: float, what: str) -> T:

@@ -24,6 +24,7 @@ from infra.elk.kibana import build_objects, to_ndjson
 from infra.elk.templates import production_requests, put_all
 from infra.errors import StackError
 from streams.config import ElasticSettings, load_settings
+from streams.endpoints import api_key_headers
 from streams.errors import ConfigError
 
 
@@ -42,10 +43,7 @@ class ImportResult:
 
 
 def kibana_headers(settings: KibanaSettings) -> dict[str, str]:
-    headers = {"kbn-xsrf": "aichat"}
-    if settings.kibana_api_key is not None:
-        headers["Authorization"] = f"ApiKey {settings.kibana_api_key.get_secret_value()}"
-    return headers
+    return {"kbn-xsrf": "aichat", **api_key_headers(settings.kibana_api_key)}
 
 
 def import_saved_objects(

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-import orjson
-
 from ingest.errors import UnreadableFile
 from ingest.formats.text import normalize_newlines
+from schemas.codec import load_object
+from schemas.errors import NotAJsonObject
 from schemas.events import Scalar
 
 log = logging.getLogger(__name__)
@@ -95,11 +95,9 @@ def parse_record(raw: bytes, name: str, lineno: int) -> Record:
     except UnicodeDecodeError as exc:
         raise bad(f"not valid UTF-8 at byte {exc.start} of the line") from None
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise bad(f"invalid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise bad(f"expected a JSON object, got {type(data).__name__}")
+        data = load_object(raw, not_json="invalid JSON")
+    except NotAJsonObject as exc:
+        raise bad(str(exc)) from None
     doc_id = data.get("id", data.get("_id"))
     if doc_id is None or doc_id == "":
         raise bad("missing id (or _id)")

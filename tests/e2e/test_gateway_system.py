@@ -40,6 +40,7 @@ from tests.support import (
     eventually,
     free_port,
     isolated_env,
+    metric,
 )
 
 DOCS = {
@@ -122,14 +123,6 @@ async def read_topic(system: RunningSystem, name: str) -> list[Any]:
         return records
     finally:
         await consumer.stop()
-
-
-async def metric(ops_url: str, name: str) -> float:
-    """A sample summed from a replica's operator listener (never on the public one)."""
-    async with httpx.AsyncClient(timeout=5) as http:
-        text = (await http.get(f"{ops_url}/metrics")).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and not line.startswith("#"))
 
 
 async def test_two_replicas_each_get_only_their_own_answers(system: RunningSystem) -> None:

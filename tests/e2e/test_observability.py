@@ -37,6 +37,7 @@ from query_gateway.client import ask
 from schemas.events import DocumentEvent
 from streams.agents.shipper import SHIPPED_TOPICS
 from streams.config import load_settings
+from streams.endpoints import elastic_http_options
 from tests.support import RunningSystem, cleaned_up, eventually, isolated_env
 
 DOCS = {
@@ -70,9 +71,9 @@ async def _run_search(system: RunningSystem, saved_id: str, substitutions: dict[
     s = system.settings()
     index = index or f"{s.elastic_index_prefix}-*"
     body = search_request(_saved(system)[saved_id], substitutions, size=5000)
-    async with httpx.AsyncClient(timeout=20) as http:
-        await http.post(f"{s.elastic_url}/{index}/_refresh")
-        response = await http.post(f"{s.elastic_url}/{index}/_search", json=body)
+    async with httpx.AsyncClient(**elastic_http_options(s), timeout=20) as http:
+        await http.post(f"/{index}/_refresh")
+        response = await http.post(f"/{index}/_search", json=body)
     response.raise_for_status()
     return [h["_source"] for h in response.json()["hits"]["hits"]]
 
@@ -223,9 +224,9 @@ async def _shipped_offsets(system: RunningSystem) -> list[tuple[str, int, int]]:
     """(topic, partition, offset) of every shipped record document, duplicates kept."""
     s = system.settings()
     body = {"size": 10_000, "_source": ["kafka"], "query": {"exists": {"field": "kafka.offset"}}}
-    async with httpx.AsyncClient(timeout=30) as http:
-        await http.post(f"{s.elastic_url}/{s.elastic_index_prefix}-*/_refresh")
-        response = await http.post(f"{s.elastic_url}/{s.elastic_index_prefix}-*/_search", json=body)
+    async with httpx.AsyncClient(**elastic_http_options(s), timeout=30) as http:
+        await http.post(f"/{s.elastic_index_prefix}-*/_refresh")
+        response = await http.post(f"/{s.elastic_index_prefix}-*/_search", json=body)
     response.raise_for_status()
     return [(h["_source"]["kafka"]["topic"], h["_source"]["kafka"]["partition"], h["_source"]["kafka"]["offset"])
             for h in response.json()["hits"]["hits"]]

@@ -19,6 +19,7 @@ from ingest.sdk import DocumentPublisher
 from query_gateway.client import ask
 from schemas.codec import decode, encode
 from schemas.events import DeadLetter, DocumentEvent
+from streams.endpoints import elastic_http_options
 from tests.support import RunningSystem, cleaned_up, eventually, isolated_env
 
 DOCS = {
@@ -84,15 +85,14 @@ async def test_documents_in_question_out_and_every_event_in_elasticsearch(system
     assert {"embed", "search", "total"} <= set(frames[-1]["timings_ms"])
 
     query_id = frames[0]["query_id"]
-    es = settings.elastic_url
     index = f"{settings.elastic_index_prefix}-*"
 
     async def hits(field: str, value: str, dataset: str) -> list[dict[str, Any]] | None:
-        async with httpx.AsyncClient(timeout=10) as http:
-            await http.post(f"{es}/{index}/_refresh")
+        async with httpx.AsyncClient(**elastic_http_options(settings), timeout=10) as http:
+            await http.post(f"/{index}/_refresh")
             body = {"query": {"bool": {"filter": [
                 {"term": {field: value}}, {"term": {"event.dataset": dataset}}]}}, "size": 100}
-            response = await http.post(f"{es}/{index}/_search", json=body)
+            response = await http.post(f"/{index}/_search", json=body)
             if response.status_code != 200:
                 return None
             return [h["_source"] for h in response.json()["hits"]["hits"]] or None

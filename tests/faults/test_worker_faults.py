@@ -44,7 +44,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -80,7 +79,7 @@ from tests.faults.support import (
     start_worker,
     ws_url,
 )
-from tests.support import RunningSystem, cleaned_up, eventually, isolated_env
+from tests.support import RunningSystem, cleaned_up, eventually, isolated_env, metric
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -126,13 +125,6 @@ INDEXED = re.compile(r"^indexed (\S+) v(\d+) ")
 
 def indexed_keys(process: Process) -> set[str]:
     return {m.group(1) for m in map(INDEXED.match, messages(process)) if m}
-
-
-async def metric(url: str, name: str) -> float:
-    async with httpx.AsyncClient(timeout=5) as http:
-        text = (await http.get(f"{url}/metrics")).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and not line.startswith("#"))
 
 
 # -- a. rebalance after a SIGKILL ------------------------------------------------------------

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import warnings
 from collections.abc import AsyncIterator
 
 import pytest
@@ -15,9 +14,6 @@ from infra.config import StackSettings
 from infra.redis.launcher import DEFAULT_PORT
 from query_gateway.ratelimit import RateLimiterUnavailable, RedisRateLimiter
 from streams.config import WorkerSettings, load_settings
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 
 pytestmark = pytest.mark.integration
 

@@ -8,13 +8,12 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from infra.kafka.topics import admin_client, ensure_topics
 from query_gateway.config import GatewaySettings
 from query_gateway.errors import KafkaUnavailable
 from query_gateway.routing import AnswerQueue, AnswerRouter
 from schemas.codec import encode
 from schemas.events import AnswerEvent
-from streams.config import WorkerSettings
+from streams.config import KafkaSettings
 
 pytestmark = pytest.mark.integration
 
@@ -34,15 +33,16 @@ async def drain(queue: AnswerQueue, count: int, timeout_s: float = 20.0) -> list
         return [await queue.get() for _ in range(count)]
 
 
-async def test_each_router_receives_exactly_its_own_partition(
-    services: WorkerSettings, unique: str
-) -> None:
-    settings = GatewaySettings(
-        kafka_bootstrap=services.kafka_bootstrap,
-        topic_prefix=f"it-gw-{unique}.",
-        topic_partitions=2,
+def gateway(kafka: KafkaSettings) -> GatewaySettings:
+    return GatewaySettings(
+        kafka_bootstrap=kafka.kafka_bootstrap,
+        topic_prefix=kafka.topic_prefix,
+        topic_partitions=kafka.topic_partitions,
     )
-    names = await ensure_topics(settings)
+
+
+async def test_each_router_receives_exactly_its_own_partition(kafka: KafkaSettings) -> None:
+    settings = gateway(kafka)
     topic = settings.answers_topic
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
@@ -102,23 +102,10 @@ async def test_each_router_receives_exactly_its_own_partition(
     finally:
         await asyncio.gather(*(router.stop() for router in routers))
         await producer.stop()
-        admin = admin_client(settings)
-        await admin.start()
-        try:
-            await admin.delete_topics(names)
-        finally:
-            await admin.close()
 
 
-async def test_router_refuses_a_reply_partition_the_topic_lacks(
-    services: WorkerSettings, unique: str
-) -> None:
-    settings = GatewaySettings(
-        kafka_bootstrap=services.kafka_bootstrap,
-        topic_prefix=f"it-gw-{unique}.",
-        topic_partitions=2,
-    )
-    names = await ensure_topics(settings)
+async def test_router_refuses_a_reply_partition_the_topic_lacks(kafka: KafkaSettings) -> None:
+    settings = gateway(kafka)
     router = AnswerRouter(
         bootstrap_servers=settings.kafka_bootstrap,
         topic=settings.answers_topic,
@@ -131,9 +118,3 @@ async def test_router_refuses_a_reply_partition_the_topic_lacks(
         assert not router.running
     finally:
         await router.stop()
-        admin = admin_client(settings)
-        await admin.start()
-        try:
-            await admin.delete_topics(names)
-        finally:
-            await admin.close()

@@ -4,25 +4,13 @@ and a worker can tell how long its oldest unprocessed document has waited."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from infra.groups import adopt_offsets, group_id
-from infra.kafka.topics import delete_prefixed_topics, ensure_topics
-from streams.config import KafkaSettings, WorkerSettings
+from streams.config import KafkaSettings
 from streams.lag import LagReporter
-
-
-@pytest.fixture
-async def kafka(services: WorkerSettings, unique: str) -> AsyncIterator[KafkaSettings]:
-    settings = KafkaSettings(kafka_bootstrap=services.kafka_bootstrap, topic_prefix=f"split{unique}.",
-                             topic_partitions=2)
-    await ensure_topics(settings)
-    yield settings
-    await delete_prefixed_topics(settings)
 
 
 async def commit(settings: KafkaSettings, group: str, offsets: dict[TopicPartition, int]) -> None:

@@ -7,27 +7,15 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
 
 import orjson
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from infra.kafka.topics import delete_prefixed_topics, ensure_topics
-from streams.config import KafkaSettings, WorkerSettings
+from streams.config import KafkaSettings
 from streams.lag import LagReporter
 from streams.logship import SHIPPED, KafkaLogHandler, LogShipSettings
 from streams.metrics import CONSUMER_LAG
 from tests.support import eventually
-
-
-@pytest.fixture
-async def kafka(services: WorkerSettings, unique: str) -> AsyncIterator[KafkaSettings]:
-    settings = KafkaSettings(kafka_bootstrap=services.kafka_bootstrap, topic_prefix=f"obs{unique}.",
-                             topic_partitions=2)
-    await ensure_topics(settings)
-    yield settings
-    await delete_prefixed_topics(settings)
 
 
 async def test_log_records_reach_the_logs_topic_with_their_trace_id(kafka: KafkaSettings) -> None:

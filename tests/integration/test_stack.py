@@ -14,7 +14,7 @@ from infra.kafka.topics import admin_client, ensure_topics, load_topic_specs
 from infra.stack import status, up
 from infra.weaviate.schema import ensure_collection
 from streams.config import load_settings
-from streams.endpoints import weaviate_http_options
+from streams.endpoints import elastic_http_options, weaviate_http_options
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +97,8 @@ async def test_ensure_topics_creates_with_policies_then_is_a_noop(
 
 def test_index_template_is_installed(stack_settings: StackSettings) -> None:
     name = template_name(stack_settings)
-    response = httpx.get(f"{stack_settings.elastic_url}/_index_template/{name}", timeout=10)
+    with httpx.Client(**elastic_http_options(stack_settings), timeout=10) as http:
+        response = http.get(f"/_index_template/{name}")
     assert response.status_code == 200, response.text
     template = response.json()["index_templates"][0]["index_template"]
     assert template["index_patterns"] == [f"{stack_settings.elastic_index_prefix}-*"]
@@ -110,13 +111,14 @@ def test_apply_index_template_with_own_prefix(stack_settings: StackSettings) -> 
     own = stack_settings.model_copy(
         update={"elastic_index_prefix": f"test-{uuid.uuid4().hex[:12]}"}
     )
-    url = f"{own.elastic_url}/_index_template/{template_name(own)}"
+    path = f"/_index_template/{template_name(own)}"
     apply_index_template(own)
-    try:
-        apply_index_template(own)  # idempotent
-        assert httpx.get(url, timeout=10).status_code == 200
-    finally:
-        httpx.delete(url, timeout=10)
+    with httpx.Client(**elastic_http_options(own), timeout=10) as http:
+        try:
+            apply_index_template(own)  # idempotent
+            assert http.get(path).status_code == 200
+        finally:
+            http.delete(path)
 
 
 def test_collection_exists(stack_settings: StackSettings) -> None:

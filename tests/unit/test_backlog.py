@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-import warnings
 from types import SimpleNamespace
 from typing import Any, cast
 
 import httpx
+from starlette.testclient import TestClient
 
 from query_gateway.config import GatewaySettings
 from query_gateway.health import default_checks
@@ -15,11 +15,6 @@ from query_gateway.transport import Transport
 from streams.context import AgentContext
 from streams.lag import Backlog
 from streams.worker import health_app
-
-with warnings.catch_warnings():
-    # starlette>=1.x prefers httpx2 for its TestClient and warns when it falls back to httpx
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-    from starlette.testclient import TestClient
 
 
 def ready_body(backlog: Backlog | None) -> tuple[int, dict[str, Any]]:

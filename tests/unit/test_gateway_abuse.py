@@ -8,12 +8,12 @@ import asyncio
 import contextvars
 import logging
 import socket
-import warnings
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from starlette.testclient import TestClient, WebSocketDenialResponse
 from websockets.exceptions import ConnectionClosed
 
 from query_gateway.admission import ConnectionCaps, client_key
@@ -21,9 +21,8 @@ from query_gateway.app import REFUSED_UPGRADE, create_app
 from query_gateway.client import connect_gateway
 from query_gateway.config import GatewaySettings
 from query_gateway.errors import GatewayBusy, GatewayError, TooManyConnections
-from query_gateway.health import Check
 from query_gateway.refusals import RefusalLog, excerpt
-from query_gateway.server import RedactTokens, build_server, serve_async
+from query_gateway.server import RedactTokens, serve_async
 from streams.config import load_settings
 from streams.errors import ConfigError
 from tests.unit.test_gateway_app import (
@@ -32,14 +31,11 @@ from tests.unit.test_gateway_app import (
     operator_get,
     query,
     receive_until_final,
+    serving,
     settings,
+    stop,
 )
 from tests.unit.test_gateway_limits import sample
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-    from starlette.testclient import TestClient, WebSocketDenialResponse
-
 
 REFUSALS_LOGGER = "query_gateway.refusals"
 
@@ -274,28 +270,12 @@ def test_the_servers_own_refusals_are_logged_once_per_interval() -> None:
 # -- idle timeout ----------------------------------------------------------------------------------
 
 
-async def serving(
-    s: GatewaySettings, transport: FakeTransport, checks: dict[str, Check] | None = None
-) -> tuple[Any, asyncio.Task[None]]:
-    server = build_server(s, create_app(s, transport=transport, checks=checks or {}))
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:  # noqa: ASYNC110 (uvicorn offers no event)
-            await asyncio.sleep(0.01)
-    return server, task
-
-
-async def stop(server: Any, task: asyncio.Task[None]) -> None:
-    server.should_exit = True
-    await asyncio.wait_for(task, 20)
-
-
 async def test_an_idle_connection_is_told_and_closed_with_4410() -> None:
     s = settings(gateway_port=0, ws_idle_timeout_s=0.3)
-    server, task = await serving(s, FakeTransport())
+    server, task, url = await serving(s, FakeTransport())
     before = sample("aichat_gateway_sessions_ended_total", {"reason": "idle"})
     try:
-        async with connect_gateway(f"ws://127.0.0.1:{server.port}/ws") as ws:
+        async with connect_gateway(url) as ws:
             frame = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
             with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), 10)
@@ -311,10 +291,10 @@ async def test_an_idle_connection_is_told_and_closed_with_4410() -> None:
 async def test_a_connection_waiting_for_its_answer_is_not_idle() -> None:
     transport = FakeTransport(answer_delay_s=1.0)  # longer than the idle timeout
     s = settings(gateway_port=0, ws_idle_timeout_s=0.3, answer_deadline_ms=10_000)
-    server, task = await serving(s, transport)
+    server, task, url = await serving(s, transport)
     frames: list[dict[str, Any]] = []
     try:
-        async with connect_gateway(f"ws://127.0.0.1:{server.port}/ws") as ws:
+        async with connect_gateway(url) as ws:
             await ws.send(orjson.dumps(query()).decode())
             with pytest.raises(ConnectionClosed) as closed:
                 while True:
@@ -330,10 +310,10 @@ async def test_a_connection_waiting_for_its_answer_is_not_idle() -> None:
 
 async def test_frames_keep_a_connection_from_being_idle() -> None:
     s = settings(gateway_port=0, ws_idle_timeout_s=1.0)
-    server, task = await serving(s, FakeTransport())
+    server, task, url = await serving(s, FakeTransport())
     replies = []
     try:
-        async with connect_gateway(f"ws://127.0.0.1:{server.port}/ws") as ws:
+        async with connect_gateway(url) as ws:
             for _ in range(20):  # 2 s of pings, 0.1 s apart: twice the idle timeout
                 await ws.send('{"type":"ping"}')
                 replies.append(orjson.loads(await asyncio.wait_for(ws.recv(), 10)))
@@ -349,7 +329,7 @@ async def test_frames_keep_a_connection_from_being_idle() -> None:
 async def test_metrics_and_details_are_on_the_operator_listener_only() -> None:
     transport = FakeTransport()
     s = settings(gateway_port=0)
-    server, task = await serving(s, transport, checks={"kafka": transport.check})
+    server, task, _ = await serving(s, transport, checks={"kafka": transport.check})
     public = f"http://127.0.0.1:{server.port}"
     operator = f"http://127.0.0.1:{server.operator_port}"
     try:

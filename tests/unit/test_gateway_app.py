@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 from aiokafka import ConsumerRecord
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.testclient import TestClient, WebSocketTestSession
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -24,15 +24,11 @@ from query_gateway.client import ask
 from query_gateway.config import GatewaySettings
 from query_gateway.errors import KafkaUnavailable
 from query_gateway.events import QueryCancelled
+from query_gateway.health import Check
 from query_gateway.routing import AnswerQueue, AnswerRouter
 from query_gateway.server import build_server
 from schemas.codec import encode
 from schemas.events import AnswerError, AnswerEvent, QueryEvent, Source
-
-with warnings.catch_warnings():
-    # starlette>=1.x prefers httpx2 for its TestClient and warns when it falls back to httpx
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-    from starlette.testclient import TestClient, WebSocketTestSession
 
 Script = Callable[[QueryEvent], list[AnswerEvent]]
 
@@ -511,20 +507,32 @@ def test_lifespan_starts_and_stops_the_transport(transport: FakeTransport) -> No
 # -- a real server and the client --------------------------------------------------------------
 
 
+async def serving(
+    s: GatewaySettings, transport: FakeTransport, checks: Mapping[str, Check] | None = None
+) -> tuple[Any, asyncio.Task[None], str]:
+    """The app served by uvicorn on ``s`` (``gateway_port=0``: a free port), once it listens,
+    with the websocket URL (``wss://`` when ``s`` has TLS); end it with :func:`stop`."""
+    server = build_server(s, create_app(s, transport=transport, checks=checks or {}))
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(10):
+        while not server.started:  # noqa: ASYNC110 (uvicorn offers no event)
+            await asyncio.sleep(0.01)
+    scheme = "wss" if s.tls else "ws"
+    return server, task, f"{scheme}://127.0.0.1:{server.port}/ws"
+
+
+async def stop(server: Any, task: asyncio.Task[None]) -> None:
+    server.should_exit = True
+    await asyncio.wait_for(task, 20)
+
+
 async def test_ask_over_a_real_server() -> None:
     transport = FakeTransport()
-    s = settings(gateway_port=0)
-    server = build_server(s, create_app(s, transport=transport, checks={}))
-    task = asyncio.create_task(server.serve())
+    server, task, url = await serving(settings(gateway_port=0), transport)
     try:
-        async with asyncio.timeout(10):
-            while not server.started:  # noqa: ASYNC110 (uvicorn offers no event)
-                await asyncio.sleep(0.01)
-        url = f"ws://127.0.0.1:{server.port}/ws"
         frames = [frame async for frame in ask(url, "what is kafka?", top_k=2)]
     finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+        await stop(server, task)
     assert [f["type"] for f in frames] == ["ack", "sources", "token", "token", "done"]
     assert transport.published[0].top_k == 2
     assert transport.stopped
@@ -532,15 +540,11 @@ async def test_ask_over_a_real_server() -> None:
 
 async def test_shutdown_drains_inflight_queries_and_refuses_new_ones() -> None:
     transport = FakeTransport(answer_delay_s=1.0)
-    s = settings(gateway_port=0, answer_deadline_ms=5_000)
-    server = build_server(s, create_app(s, transport=transport, checks={}))
-    task = asyncio.create_task(server.serve())
+    server, task, url = await serving(settings(gateway_port=0, answer_deadline_ms=5_000), transport)
     frames: list[dict[str, Any]] = []
     try:
         async with asyncio.timeout(10):
-            while not server.started:  # noqa: ASYNC110 (uvicorn offers no event)
-                await asyncio.sleep(0.01)
-            async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            async with connect(url) as ws:
                 await ws.send(orjson.dumps(query(id="a")).decode())
                 assert orjson.loads(await ws.recv())["type"] == "ack"
                 server.should_exit = True  # as on SIGTERM
@@ -552,8 +556,7 @@ async def test_shutdown_drains_inflight_queries_and_refuses_new_ones() -> None:
                     await ws.recv()
             await task
     finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+        await stop(server, task)
     assert (frames[0]["id"], frames[0]["code"]) == ("b", "shutting_down")
     assert [f["type"] for f in frames[1:]] == ["sources", "token", "token", "done"]
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012

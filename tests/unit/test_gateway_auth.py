@@ -8,7 +8,6 @@ import base64
 import hashlib
 import hmac
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client import REGISTRY
+from starlette.testclient import TestClient, WebSocketDenialResponse
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from query_gateway.app import create_app
@@ -26,15 +26,17 @@ from query_gateway.auth import build_authenticator
 from query_gateway.client import ask, connect_gateway, handshake_error
 from query_gateway.config import GatewaySettings
 from query_gateway.errors import OriginNotAllowed, Unauthorized
-from query_gateway.server import build_server
 from query_gateway.tokens import ensure_secret, mint
 from streams.config import load_settings
 from streams.errors import ConfigError
-from tests.unit.test_gateway_app import FakeTransport, query, receive_until_final, settings
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-    from starlette.testclient import TestClient, WebSocketDenialResponse
+from tests.unit.test_gateway_app import (
+    FakeTransport,
+    query,
+    receive_until_final,
+    serving,
+    settings,
+    stop,
+)
 
 SECRET = "s3cret-for-tests-only-0123456789-abcdefghij"
 
@@ -286,23 +288,9 @@ def test_secret_and_public_key_from_files(tmp_path: Path, monkeypatch: pytest.Mo
 # -- a real server: client errors and expiry during a session ---------------------------------
 
 
-async def start(s: GatewaySettings, transport: FakeTransport) -> tuple[Any, asyncio.Task[None], str]:
-    server = build_server(s, create_app(s, transport=transport, checks={}))
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:  # noqa: ASYNC110 (uvicorn offers no event)
-            await asyncio.sleep(0.01)
-    return server, task, f"ws://127.0.0.1:{server.port}/ws"
-
-
-async def stop(server: Any, task: asyncio.Task[None]) -> None:
-    server.should_exit = True
-    await asyncio.wait_for(task, 15)
-
-
 async def test_client_raises_the_refusal_and_asks_with_a_token() -> None:
     transport = FakeTransport()
-    server, task, url = await start(jwt_settings(gateway_port=0), transport)
+    server, task, url = await serving(jwt_settings(gateway_port=0), transport)
     try:
         with pytest.raises(Unauthorized) as missing:
             _ = [f async for f in ask(url, "hi")]
@@ -325,7 +313,7 @@ async def test_client_raises_the_refusal_and_asks_with_a_token() -> None:
 
 async def test_token_expiry_ends_the_session_with_an_error_frame_and_4401() -> None:
     transport = FakeTransport(script=lambda event: [])  # the query stays in flight
-    server, task, url = await start(jwt_settings(gateway_port=0, answer_deadline_ms=10_000), transport)
+    server, task, url = await serving(jwt_settings(gateway_port=0, answer_deadline_ms=10_000), transport)
     frames: list[dict[str, Any]] = []
     try:
         short = token(exp=int(time.time()) + 2)

@@ -12,7 +12,6 @@ import os
 import socket
 import ssl
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client import REGISTRY
+from starlette.testclient import TestClient
 from websockets.exceptions import ConnectionClosed
 
 from query_gateway.app import create_app
 from query_gateway.client import ask, connect_gateway
-from query_gateway.config import GatewaySettings
 from query_gateway.ratelimit import LocalRateLimiter
-from query_gateway.server import RedactTokens, build_server
+from query_gateway.server import RedactTokens
 from schemas.codec import decode, encode
 from schemas.events import AnswerEvent, QueryEvent
 from tests.unit.test_gateway_app import (
@@ -37,12 +36,10 @@ from tests.unit.test_gateway_app import (
     assert_still_open,
     query,
     receive_until_final,
+    serving,
     settings,
+    stop,
 )
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-    from starlette.testclient import TestClient
 
 
 def sample(name: str, labels: dict[str, str] | None = None) -> float:
@@ -173,21 +170,6 @@ async def wait_for_cancellations(transport: FakeTransport, n: int) -> None:
     async with asyncio.timeout(5):
         while len(transport.cancelled) < n:  # noqa: ASYNC110 (published in the background)
             await asyncio.sleep(0.01)
-
-
-async def serving(s: GatewaySettings, transport: FakeTransport) -> tuple[Any, asyncio.Task[None], str]:
-    server = build_server(s, create_app(s, transport=transport, checks={}))
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:  # noqa: ASYNC110 (uvicorn offers no event)
-            await asyncio.sleep(0.01)
-    scheme = "wss" if s.tls else "ws"
-    return server, task, f"{scheme}://127.0.0.1:{server.port}/ws"
-
-
-async def stop(server: Any, task: asyncio.Task[None]) -> None:
-    server.should_exit = True
-    await asyncio.wait_for(task, 20)
 
 
 async def test_cancel_and_disconnect_publish_query_cancelled() -> None:
