@@ -33,6 +33,7 @@ import orjson
 from weaviate.classes.query import Filter
 
 from bench.common import RESULTS, machine_info, print_table
+from infra.weaviate.provision import ensure_collections
 from schemas.codec import pack_vector
 from schemas.events import EmbeddedChunk, chunk_uuid
 from streams.agents.indexer import DELETE_CONCURRENCY
@@ -93,6 +94,7 @@ async def measure(store: WeaviateStore, docs: int, rounds: int) -> dict[str, Any
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     base = load_settings(WorkerSettings)
     settings = base.model_copy(update={"weaviate_collection": f"Bdel{uuid.uuid4().hex[:8]}"})
+    await ensure_collections(settings)
     store = WeaviateStore(settings)
     await store.start()
     try:

@@ -39,6 +39,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bench.common import RESULTS, WorkerGroup, drop_state, machine_info, print_table
 from bench.ingest import load_corpus, pipeline_chunks, run_pipeline
 from infra.kafka.topics import ensure_topics
+from infra.weaviate.provision import ensure_collections
 from schemas.codec import decode, encode
 from schemas.events import AnswerEvent, QueryEvent, ReplyRoute, utc_now
 from streams.config import WorkerSettings, load_settings
@@ -167,8 +168,9 @@ async def ensure_index(data: Path, name: str, env: dict[str, str], settings: Wor
                        logs: Path, reingest: bool) -> dict[str, Any]:
     """The corpus in the index through the real pipeline (once): documents → … → Weaviate."""
     docs = load_corpus(data / "corpus.jsonl", None)
+    await ensure_collections(settings)  # creates the collections when missing
     store = WeaviateStore(settings)
-    await store.start()  # creates the collections when missing
+    await store.start()
     try:
         held = 0 if reingest else await store.registry.count()
     finally:

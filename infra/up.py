@@ -16,8 +16,9 @@
    ``up`` started.
 
 Authentication stays on: unless a key is configured, ``up`` keeps a random HS256
-secret in ``<stack_dir>/gateway/`` and hands it to the gateway as
-``AICHAT_JWT_SECRET_FILE``; ``aichat ask`` and ``aichat token`` mint from it.
+secret in the gateway's ``AICHAT_GATEWAY_LOCAL_SECRET_FILE`` (by default in the stack's
+``<stack_dir>/gateway/``) and hands it to the gateway as ``AICHAT_JWT_SECRET_FILE``, its
+place as ``AICHAT_GATEWAY_LOCAL_SECRET_FILE``; ``aichat ask`` and ``aichat token`` mint from it.
 Redis joins the stack when ``AICHAT_REDIS_URL`` points at this machine.
 """
 
@@ -43,6 +44,7 @@ from infra import stack
 from infra.config import StackSettings
 from infra.groups import adopt_offsets
 from infra.proc import tail, terminate_group
+from ingest import SAMPLE_DIR
 from ingest.readers import read_document
 from ingest.sdk import DocumentPublisher
 from query_gateway.config import GatewaySettings
@@ -50,7 +52,6 @@ from query_gateway.tokens import ensure_secret, local_secret_path, mint
 from streams.config import WorkerSettings, load_settings
 from streams.vectorstore import WeaviateStore
 
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "ingest" / "sample"
 READY_TIMEOUT_S = 240.0
 STOP_DEADLINE_S = 30.0
 
@@ -141,12 +142,14 @@ async def ingest_sample_if_empty(worker: WorkerSettings, timeout_s: float = 180.
 
 
 def gateway_auth_env(gateway: GatewaySettings, stack_settings: StackSettings) -> dict[str, str]:
-    """``AICHAT_JWT_SECRET_FILE`` of a local secret when auth is on and no key is configured."""
+    """``AICHAT_JWT_SECRET_FILE`` of a local secret when auth is on and no key is configured:
+    the gateway's ``AICHAT_GATEWAY_LOCAL_SECRET_FILE`` if set, else the one in the stack's
+    directory, handed down as that setting too."""
     if gateway.gateway_auth != "jwt" or gateway.jwt_algorithm != "HS256" or gateway.jwt_secret:
         return {}
-    path = local_secret_path(stack_settings.stack_dir)
+    path = gateway.gateway_local_secret_file or local_secret_path(stack_settings.stack_dir)
     ensure_secret(path)
-    return {"AICHAT_JWT_SECRET_FILE": str(path)}
+    return {"AICHAT_JWT_SECRET_FILE": str(path), "AICHAT_GATEWAY_LOCAL_SECRET_FILE": str(path)}
 
 
 def chat_token(gateway: GatewaySettings, env: dict[str, str]) -> str | None:

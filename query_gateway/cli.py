@@ -3,7 +3,8 @@ and ``aichat token`` (mint a development token).
 
 ``aichat ask`` sends ``--token`` (or ``AICHAT_TOKEN``); without one it mints a
 five-minute HS256 token from ``AICHAT_JWT_SECRET_FILE`` or, failing that, from the
-local secret ``aichat up`` created under the stack directory.
+local secret ``aichat up`` created (``AICHAT_GATEWAY_LOCAL_SECRET_FILE``, by default
+under the stack directory).
 
 ``aichat`` (``streams/cli.py``) calls :func:`register` on its subparsers, configures
 logging, and calls ``args.func(args)`` (that is :func:`run`); ``python -m
@@ -25,7 +26,7 @@ from typing import Any
 from query_gateway.client import ask
 from query_gateway.config import GatewaySettings
 from query_gateway.errors import GatewayError
-from query_gateway.tokens import local_secret_path, mint
+from query_gateway.tokens import mint
 from streams.config import load_settings
 from streams.errors import ConfigError
 
@@ -131,9 +132,7 @@ def mint_local_token(user: str, tenant: str, ttl_s: float) -> str | None:
     if settings.jwt_secret is not None:
         secret = settings.jwt_secret.get_secret_value()
     else:
-        from infra.config import StackSettings  # only the CLI knows where the stack lives
-
-        path = local_secret_path(load_settings(StackSettings).stack_dir)
+        path = settings.local_secret_file
         if not path.exists():
             return None
         secret = path.read_text(encoding="utf-8").strip()

@@ -27,6 +27,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
+from query_gateway.tokens import local_secret_path
 from streams.config import (
     ElasticSettings,
     KafkaSettings,
@@ -138,6 +139,11 @@ class GatewaySettings(
         None, description="PEM certificate (chain): serve https:// and wss://"
     )
     gateway_tls_keyfile: Path | None = Field(None, description="PEM private key of the certificate")
+    gateway_local_secret_file: Path | None = Field(
+        None,
+        description="the HS256 secret `aichat up` creates when no key is configured, and "
+        "`aichat ask`/`aichat token` mint from; unset = <AICHAT_STACK_DIR>/gateway/jwt-hs256.secret",
+    )
     answer_deadline_ms: int = Field(
         10_000, ge=100, description="answer by then or get deadline_exceeded"
     )
@@ -262,6 +268,13 @@ class GatewaySettings(
     @property
     def tls(self) -> bool:
         return self.gateway_tls_certfile is not None
+
+    @property
+    def local_secret_file(self) -> Path:
+        """:attr:`gateway_local_secret_file`, else the local stack's (query_gateway/tokens.py)."""
+        if self.gateway_local_secret_file is not None:
+            return self.gateway_local_secret_file
+        return local_secret_path(self.stack_dir)
 
     @property
     def ops_port(self) -> int:

@@ -48,11 +48,16 @@ def quiet_authlib_httpx_warning() -> None:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from infra.provision import ensure_worker_topics, worker_setup
     from streams.config import WorkerSettings, load_settings
     from streams.worker import run
 
     overrides = {"worker_web_port": args.web_port} if args.web_port else {}
-    return run(load_settings(WorkerSettings, **overrides), args.role)
+    settings = load_settings(WorkerSettings, **overrides)
+    # provisioning is the entry point's: topics now, the role's collections and index
+    # templates as setup steps the worker runs before its clients start
+    ensure_worker_topics(settings)
+    return run(settings, args.role, setup=worker_setup(settings, args.role))
 
 
 def _up(args: argparse.Namespace) -> int:

@@ -2,14 +2,17 @@
 
 :class:`Resources` is a ``mode.Service`` passed to the Faust worker *before* the
 app, so every client is connected (and the model loaded) before any agent sees
-an event, and closed after the app stopped.
+an event, and closed after the app stopped. Before the clients it runs the
+context's setup steps (:class:`SetupStep`): what the entry point wants to exist
+first (the worker's Weaviate collections and Elasticsearch templates,
+infra/provision.py), each retried like a client start while its service is down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
@@ -46,6 +49,14 @@ class Lifecycle(Protocol):
     async def stop(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class SetupStep:
+    """One thing to create before the clients start (idempotent: it may run again)."""
+
+    name: str
+    run: Callable[[], Awaitable[object]]
+
+
 @dataclass
 class AgentContext:
     settings: WorkerSettings
@@ -58,6 +69,8 @@ class AgentContext:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     #: how agents wait between attempts while a dependency is down (streams/processing.py)
     retry: Backoff = field(default_factory=lambda: AGENT_RETRY)
+    #: run before the clients start, in order (given by the entry point)
+    setup: Sequence[SetupStep] = ()
 
     def resources(self) -> list[Lifecycle]:
         started: list[object] = [self.store, self.sink, self.embedder, self.generator]
@@ -85,26 +98,28 @@ class AgentContext:
 
 
 class Resources(Service):
-    """Starts the context's clients before the app, stops them after it."""
+    """Runs the setup steps, then starts the context's clients, before the app; stops them after it."""
 
     def __init__(self, ctx: AgentContext, **kwargs: Any) -> None:
         self.ctx = ctx
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
+        for step in self.ctx.setup:
+            await self._start(step.name, step.run)
         for resource in self.ctx.resources():
-            await self._start(resource)
+            await self._start(type(resource).__name__, resource.start)
         self.ctx.started.set()
         READY.set(1)
 
-    async def _start(self, resource: Lifecycle) -> None:
-        """Start one client; a dependency that is not up yet is waited for, not fatal."""
-        name = type(resource).__name__
+    async def _start(self, name: str, start: Callable[[], Awaitable[object]]) -> None:
+        """Start one client (or run one setup step); a dependency that is not up yet is
+        waited for, not fatal."""
         attempt = 0
         while True:
             log.info("starting %s", name)
             try:
-                await resource.start()
+                await start()
                 return
             except Exception as exc:
                 if not is_retriable(exc):

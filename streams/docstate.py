@@ -1,6 +1,6 @@
 """The indexer's record of each document: which version is in the index, and its content.
 
-One small Weaviate collection (``<collection>Docs``) beside the chunks, one object
+One small Weaviate collection (:func:`docs_collection_name`) beside the chunks, one object
 per document (id ``uuid5(tenant/doc_id)``), written only by the indexer. A document
 is ``(tenant, doc_id)``: two tenants' documents with the same ``doc_id`` have two
 states. It is what lets
@@ -27,20 +27,11 @@ from streams.weaviate_errors import insert_failed, refused_objects, within
 DOC_NAMESPACE = uuid.UUID("0b0c4f5e-7d3a-4f61-9f0e-3d2a4c8b9e21")
 DocStatus = Literal["indexed", "deleted"]
 
-DOCS_DEFINITION: dict[str, Any] = {
-    "description": "One object per document: the version in the index (written by the indexer only).",
-    "vectorizer": "none",
-    "vectorIndexConfig": {"skip": True},
-    "properties": [
-        {"name": "doc_id", "dataType": ["text"], "tokenization": "field", "indexSearchable": False},
-        {"name": "tenant", "dataType": ["text"], "tokenization": "field", "indexSearchable": False},
-        {"name": "version", "dataType": ["int"]},
-        {"name": "status", "dataType": ["text"], "tokenization": "field", "indexSearchable": False},
-        {"name": "content_hash", "dataType": ["text"], "tokenization": "field", "indexSearchable": False},
-        {"name": "n_chunks", "dataType": ["int"]},
-        {"name": "indexed_at", "dataType": ["date"]},
-    ],
-}
+
+def docs_collection_name(collection: str) -> str:
+    """The document-state collection beside chunk collection ``collection`` (defined in
+    infra/weaviate/docs-collection.json, created by infra/weaviate/provision.py)."""
+    return f"{collection}Docs"
 
 
 def doc_uuid(tenant: str, doc_id: str) -> str:

@@ -3,8 +3,11 @@
 The document ``_id`` is ``topic-partition-offset`` and the daily index comes from
 the record's own timestamp, so a replayed record lands on the same document:
 replays never duplicate. Records of the ``logs`` topic (ECS JSON already) go to
-``<prefix>-logs-YYYY.MM.DD``, everything else to ``<prefix>-YYYY.MM.DD``. Vectors
-are not shipped (analysts need the fact, not 384 floats).
+``<prefix>-logs-YYYY.MM.DD``, everything else to ``<prefix>-YYYY.MM.DD``, per-query
+summaries to ``<prefix>-summaries`` (streams/summaries.py). Vectors are not shipped
+(analysts need the fact, not 384 floats). The index templates that map these names
+are put before the sink starts, by whoever starts the process (``aichat worker``
+through infra/elk/templates.py): the sink only connects.
 
 :meth:`ElasticSink.write` checks every bulk item:
 
@@ -35,7 +38,6 @@ from elastic_transport import ConnectionError as EsConnectionError
 from elastic_transport import ConnectionTimeout
 from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
-from infra.elk.templates import render_index_templates
 from streams.backoff import Backoff
 from streams.config import ElasticSettings
 from streams.errors import DependencyUnavailable, EffectFailed
@@ -94,6 +96,11 @@ def index_name(prefix: str, timestamp_s: float) -> str:
 
 def logs_index_name(prefix: str, timestamp_s: float) -> str:
     return index_name(f"{prefix}-logs", timestamp_s)
+
+
+def summary_index(prefix: str) -> str:
+    """The one index of per-query summaries (updated in place by ``query_id``)."""
+    return f"{prefix}-summaries"
 
 
 def to_document(
@@ -224,18 +231,7 @@ class ElasticSink:
     async def start(self) -> None:
         s = self.settings
         self._client = elastic_client(s)
-        await self.ensure_template()
         log.info("Elasticsearch sink to %s, indices %s-*", s.elastic_url, s.elastic_index_prefix)
-
-    async def ensure_template(self) -> None:
-        """Put the project's index templates for this prefix (idempotent) before the first write."""
-        try:
-            for name, body in render_index_templates(self.settings).items():
-                body["meta"] = body.pop("_meta", None)
-                await self.client.indices.put_index_template(name=name, **body)
-        except (EsConnectionError, ConnectionTimeout) as exc:
-            await self.stop()
-            raise DependencyUnavailable(f"Elasticsearch unreachable: {exc}") from exc
 
     async def stop(self) -> None:
         client, self._client = self._client, None

@@ -6,6 +6,10 @@ Every batch result is checked object by object: a failed object raises
 server is unreachable), never a silent partial write. Filters are built only
 through the client's typed filter API, never by string concatenation (streams/filters.py);
 what a chunk is written as and how a hit reads back are streams/weaviate_objects.py.
+
+The store only connects: its collections are created before it starts, by whoever starts
+the process (``aichat worker`` through infra/weaviate/provision.py). At run time it adds
+the filterable property of a metadata key seen for the first time (:func:`add_property`).
 """
 
 from __future__ import annotations
@@ -14,15 +18,12 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-import orjson
 import weaviate
 from weaviate.classes.query import HybridFusion, MetadataQuery
 from weaviate.exceptions import (
-    UnexpectedStatusCodeError,
     WeaviateBaseError,
     WeaviateConnectionError,
     WeaviateQueryError,
@@ -30,7 +31,7 @@ from weaviate.exceptions import (
 
 from schemas.events import EmbeddedChunk, Scalar
 from streams.config import WeaviateSettings
-from streams.docstate import DOCS_DEFINITION, DocRegistry
+from streams.docstate import DocRegistry, docs_collection_name
 from streams.endpoints import weaviate_http_options, weaviate_url
 from streams.errors import DependencyUnavailable, EffectFailed, ModelMismatch
 from streams.filters import (
@@ -49,7 +50,6 @@ from streams.weaviate_objects import RETURN_PROPS, chunk_named, chunk_object, pa
 
 log = logging.getLogger(__name__)
 
-COLLECTION_FILE = Path(__file__).resolve().parent.parent / "infra" / "weaviate" / "collection.json"
 #: BM25 runs over this one property: title and text analysed in the pipeline (streams/keywords.py)
 SEARCH_PROPS = ["keywords"]
 #: a delete that matched this many objects or more is repeated until one matches none:
@@ -83,10 +83,12 @@ class VectorStore(Protocol):
     ) -> list[Passage]: ...
 
 
-def collection_definition(name: str) -> dict[str, Any]:
-    definition: dict[str, Any] = orjson.loads(COLLECTION_FILE.read_bytes())
-    definition["class"] = name
-    return definition
+async def add_property(settings: WeaviateSettings, collection: str, prop: dict[str, Any]) -> None:
+    """``POST /v1/schema/<collection>/properties``: one property more (Weaviate never changes one)."""
+    async with httpx.AsyncClient(**weaviate_http_options(settings), timeout=30) as http:
+        response = await http.post(f"/v1/schema/{collection}/properties", json=prop)
+    if response.status_code >= 300:
+        raise EffectFailed(f"cannot add property {prop['name']} to {collection}: {response.text}")
 
 
 class WeaviateStore:
@@ -101,7 +103,6 @@ class WeaviateStore:
         client = weaviate_client(s)
         try:
             await client.connect()
-            await self.ensure_collection(client)
         except WeaviateConnectionError as exc:
             await client.close()
             raise DependencyUnavailable(f"Weaviate at {weaviate_url(s)}: {exc}") from exc
@@ -115,25 +116,7 @@ class WeaviateStore:
 
     @property
     def docs_collection_name(self) -> str:
-        return f"{self.settings.weaviate_collection}Docs"
-
-    async def ensure_collection(self, client: weaviate.WeaviateAsyncClient) -> None:
-        """Create the chunk collection and the document-state collection if missing."""
-        name = self.settings.weaviate_collection
-        wanted = {
-            name: collection_definition(name),
-            self.docs_collection_name: {**DOCS_DEFINITION, "class": self.docs_collection_name},
-        }
-        for collection, definition in wanted.items():
-            if await client.collections.exists(collection):
-                await self._add_missing_properties(client, collection, definition)
-                continue
-            try:
-                await client.collections.create_from_dict(definition)
-            except UnexpectedStatusCodeError as exc:
-                if "already exists" not in str(exc):  # another worker was faster
-                    raise
-            log.info("created Weaviate collection %s", collection)
+        return docs_collection_name(self.settings.weaviate_collection)
 
     async def _load_properties(self) -> set[str]:
         config = await self._collection.config.get()
@@ -147,30 +130,12 @@ class WeaviateStore:
             return
         for name in sorted(missing):
             try:
-                await self._http_add_property(self.settings.weaviate_collection,
-                                              meta_property_definition(name))
+                await add_property(self.settings, self.settings.weaviate_collection,
+                                   meta_property_definition(name))
             except EffectFailed as exc:
                 if "already exists" not in str(exc):  # another worker added it meanwhile
                     raise
         await self._load_properties()
-
-    async def _add_missing_properties(
-        self, client: weaviate.WeaviateAsyncClient, name: str, definition: dict[str, Any]
-    ) -> None:
-        """A newer definition's extra properties are added (Weaviate adds, never changes, them)."""
-        config = await client.collections.use(name).config.get()
-        present = {p.name for p in config.properties}
-        for prop in definition["properties"]:
-            if prop["name"] not in present:
-                await self._http_add_property(name, prop)
-                log.warning("added property %s to Weaviate collection %s (existing objects have "
-                            "it empty until re-indexed)", prop["name"], name)
-
-    async def _http_add_property(self, name: str, prop: dict[str, Any]) -> None:
-        async with httpx.AsyncClient(**weaviate_http_options(self.settings), timeout=30) as http:
-            response = await http.post(f"/v1/schema/{name}/properties", json=prop)
-        if response.status_code >= 300:
-            raise EffectFailed(f"cannot add property {prop['name']} to {name}: {response.text}")
 
     def _use(self, name: str) -> Any:
         if self._client is None:

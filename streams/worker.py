@@ -1,8 +1,12 @@
-"""Run one worker role: create topics, start clients, run the Faust agents.
+"""Run one worker role: start clients, run the Faust agents.
 
 ``aichat worker --role pipeline`` (see :data:`streams.agents.ROLES`). Beside the
 agents the worker serves ``/metrics``, ``/health/live`` and ``/health/ready`` on
 ``AICHAT_WORKER_WEB_HOST`` (default 127.0.0.1) and ``AICHAT_WORKER_WEB_PORT``.
+
+The worker creates nothing itself: the entry point (``aichat worker``, streams/cli.py)
+creates the topics before :func:`run` and hands it the setup steps that create what the
+role's clients use (:func:`needs`; infra/provision.py), run before those clients start.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+from collections.abc import Sequence
 
 import faust
 from faust.contrib.asgi import AsgiService, serve_asgi
@@ -19,12 +24,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from infra.kafka.topics import ensure_topics
 from streams import lag
 from streams.agents import ROLES
 from streams.app import create_app
 from streams.config import WorkerSettings
-from streams.context import AgentContext, Resources, agent_retry
+from streams.context import AgentContext, Resources, SetupStep, agent_retry
 from streams.embedding import create_embedder
 from streams.eventlog import ElasticSink
 from streams.generation import ExtractiveGenerator
@@ -41,17 +45,28 @@ _NEEDS_WEAVIATE = {"chunker", "indexer", "answerer"}
 _NEEDS_ELASTIC = {"shipper"}
 
 
-def build(settings: WorkerSettings, role: str) -> tuple[faust.App, AgentContext]:
-    """The app with the role's agents registered, and their shared context (not started)."""
+def needs(role: str) -> frozenset[str]:
+    """What the role's clients use: ``model``, ``weaviate``, ``elasticsearch``."""
+    agents = set(ROLES[role])
+    wanted = {"model": _NEEDS_MODEL, "weaviate": _NEEDS_WEAVIATE, "elasticsearch": _NEEDS_ELASTIC}
+    return frozenset(name for name, users in wanted.items() if users & agents)
+
+
+def build(
+    settings: WorkerSettings, role: str, setup: Sequence[SetupStep] = ()
+) -> tuple[faust.App, AgentContext]:
+    """The app with the role's agents registered, and their shared context (not started);
+    ``setup`` runs before the context's clients start."""
     agents = ROLES[role]
+    used = needs(role)
     app = create_app(settings, role)
     ctx = AgentContext(settings=settings, app=app, topics=Topics.declare(app, settings),
-                       retry=agent_retry(settings))
-    if _NEEDS_MODEL & set(agents):
+                       retry=agent_retry(settings), setup=setup)
+    if "model" in used:
         ctx.embedder = create_embedder(settings)
-    if _NEEDS_WEAVIATE & set(agents):
+    if "weaviate" in used:
         ctx.store = WeaviateStore(settings)
-    if _NEEDS_ELASTIC & set(agents):
+    if "elasticsearch" in used:
         ctx.sink = ElasticSink(settings)
     if "answerer" in agents and settings.generator == "openai":
         ctx.generator = OpenAIChatGenerator(settings)
@@ -112,8 +127,10 @@ def health_app(ctx: AgentContext, role: str, backlog: lag.Backlog | None = None)
     )
 
 
-def run(settings: WorkerSettings, role: str) -> int:
-    """Blocking: runs until SIGTERM/SIGINT. Returns the process exit code."""
+def run(settings: WorkerSettings, role: str, setup: Sequence[SetupStep] = ()) -> int:
+    """Blocking: runs until SIGTERM/SIGINT. Returns the process exit code.
+
+    The role's topics must exist; ``setup`` runs before its clients start."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; choose from {sorted(ROLES)}")
     if role == "ingest" and settings.ingest_nice:
@@ -123,8 +140,7 @@ def run(settings: WorkerSettings, role: str) -> int:
                  "gets the CPU first", nice, settings.ingest_nice)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.run_until_complete(ensure_topics(settings))
-    app, ctx = build(settings, role)
+    app, ctx = build(settings, role, setup)
     worker = faust.Worker(
         app,
         Resources(ctx, loop=loop),

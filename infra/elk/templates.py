@@ -12,6 +12,10 @@ index                             template (priority)             written as
 ``<prefix>-logs-YYYY.MM.DD``      ``<prefix>-logs`` (210)         one document per log record
 ================================  ==============================  ================================
 
+A worker that ships puts the three templates of its prefix before its sink starts
+(:func:`ensure_index_templates`, from ``aichat worker``); ``aichat stack`` puts them
+with :func:`apply_index_template`.
+
 Production clusters add lifecycle policies (``production/ilm-*.json``) to the same
 templates and, for the Logstash alternative, a data-stream template for
 ``logs-aichat.*-*`` (:func:`production_requests`; ``aichat elk put-production``).
@@ -26,10 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from elastic_transport import ConnectionError as EsConnectionError
+from elastic_transport import ConnectionTimeout
 
 from infra.errors import StackError
 from streams.config import ElasticSettings
 from streams.endpoints import elastic_http_options
+from streams.errors import DependencyUnavailable
+from streams.eventlog import elastic_client, summary_index
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +58,6 @@ def logs_template_name(settings: ElasticSettings) -> str:
 
 def summaries_template_name(settings: ElasticSettings) -> str:
     return f"{settings.elastic_index_prefix}-summaries"
-
-
-def summary_index(prefix: str) -> str:
-    """The one index of per-query summaries (updated in place by ``query_id``)."""
-    return f"{prefix}-summaries"
 
 
 def ilm_policy_names(settings: ElasticSettings) -> dict[str, str]:
@@ -170,3 +173,20 @@ def apply_index_template(settings: ElasticSettings, *, timeout_s: float = 30.0) 
     put_all(settings, [(f"/_index_template/{name}", body) for name, body in templates.items()],
             timeout_s=timeout_s)
     log.info("applied index templates %s", ", ".join(templates))
+
+
+async def ensure_index_templates(settings: ElasticSettings) -> list[str]:
+    """Put the project's index templates for this prefix (idempotent) before the first write;
+    return their names. Unreachable: :class:`DependencyUnavailable` (retriable), so a worker
+    started before Elasticsearch waits for it (streams/context.py)."""
+    client = elastic_client(settings)
+    try:
+        templates = render_index_templates(settings)
+        for name, body in templates.items():
+            body["meta"] = body.pop("_meta", None)
+            await client.indices.put_index_template(name=name, **body)
+    except (EsConnectionError, ConnectionTimeout) as exc:
+        raise DependencyUnavailable(f"Elasticsearch unreachable: {exc}") from exc
+    finally:
+        await client.close()
+    return list(templates)

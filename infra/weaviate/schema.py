@@ -1,4 +1,9 @@
-"""The chunk collection (``collection.json``, REST schema format), created if absent."""
+"""The collection definitions (REST schema format) and the stack's creation of the chunk collection.
+
+``collection.json`` is the chunks (``<collection>``), ``docs-collection.json`` the indexer's
+record of each document beside them (``<collection>Docs``, streams/docstate.py). A worker
+creates both, and adds a newer definition's properties, through infra/weaviate/provision.py.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,15 @@ import httpx
 
 from infra.errors import StackError
 from streams.config import WeaviateSettings
+from streams.docstate import docs_collection_name
 from streams.endpoints import weaviate_headers, weaviate_http_options, weaviate_url
 
 log = logging.getLogger(__name__)
 
 COLLECTION_FILE = Path(__file__).with_name("collection.json")
-__all__ = ["ensure_collection", "render_collection", "weaviate_headers", "weaviate_url"]
+DOCS_COLLECTION_FILE = Path(__file__).with_name("docs-collection.json")
+__all__ = ["ensure_collection", "render_collection", "render_docs_collection", "weaviate_headers",
+           "weaviate_url"]
 
 
 def render_collection(settings: WeaviateSettings, text: str | None = None) -> dict[str, Any]:
@@ -24,6 +32,13 @@ def render_collection(settings: WeaviateSettings, text: str | None = None) -> di
     raw = COLLECTION_FILE.read_text(encoding="utf-8") if text is None else text
     body: dict[str, Any] = json.loads(raw)
     body["class"] = settings.weaviate_collection
+    return body
+
+
+def render_docs_collection(settings: WeaviateSettings) -> dict[str, Any]:
+    """The document-state class definition, ``class`` = ``<weaviate_collection>Docs`` (pure)."""
+    body: dict[str, Any] = json.loads(DOCS_COLLECTION_FILE.read_text(encoding="utf-8"))
+    body["class"] = docs_collection_name(settings.weaviate_collection)
     return body
 
 

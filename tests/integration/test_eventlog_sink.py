@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from infra.elk.templates import ensure_index_templates
 from schemas.codec import encode
 from schemas.events import DocumentEvent
 from streams.config import WorkerSettings
@@ -16,6 +17,7 @@ from streams.eventlog import ElasticSink, EsDocument, to_document
 @pytest.fixture
 async def sink(services: WorkerSettings, unique: str) -> AsyncIterator[ElasticSink]:
     settings = services.model_copy(update={"elastic_index_prefix": f"sink-{unique}"})
+    await ensure_index_templates(settings)
     s = ElasticSink(settings)
     await s.start()
     yield s

@@ -13,7 +13,7 @@ import pytest
 
 from infra.elk.kibana import DOC_PLACEHOLDER, QUERY_PLACEHOLDER, TENANT_PLACEHOLDER, build_objects
 from infra.elk.kibana.queries import search_request, vis_request
-from infra.elk.templates import render_index_templates
+from infra.elk.templates import ensure_index_templates, render_index_templates
 from query_gateway.events import QueryCancelled
 from schemas.codec import encode, pack_vector
 from schemas.events import (
@@ -42,6 +42,7 @@ NOW = datetime.now(UTC)
 @pytest.fixture
 async def sink(services: WorkerSettings, unique: str) -> AsyncIterator[ElasticSink]:
     settings = services.model_copy(update={"elastic_index_prefix": f"obs-{unique}"})
+    await ensure_index_templates(settings)
     s = ElasticSink(settings)
     await s.start()
     yield s

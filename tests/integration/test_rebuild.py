@@ -12,9 +12,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from infra.errors import StackError
 from infra.kafka.topics import delete_prefixed_topics, ensure_topics
 from infra.rebuild import group_id, rebuild, topic_partitions
+from infra.weaviate.provision import ensure_collections
 from streams.config import WorkerSettings
 from streams.endpoints import weaviate_http_options
-from streams.vectorstore import WeaviateStore
 
 
 @pytest.fixture
@@ -51,9 +51,7 @@ async def _committed(settings: WorkerSettings, group: str, base: str) -> dict[in
 
 
 async def test_rebuild_replays_documents_and_skips_derived_topics(isolated: WorkerSettings) -> None:
-    store = WeaviateStore(isolated)
-    await store.start()  # creates both collections
-    await store.stop()
+    await ensure_collections(isolated)  # creates both collections
     await _produce(isolated, "documents", 6)
     await _produce(isolated, "embeddings", 4)
     assert await rebuild(isolated, "pipeline") == 6
@@ -66,9 +64,7 @@ async def test_rebuild_replays_documents_and_skips_derived_topics(isolated: Work
 
 
 async def test_rebuild_is_refused_while_a_worker_of_the_group_runs(isolated: WorkerSettings) -> None:
-    store = WeaviateStore(isolated)
-    await store.start()
-    await store.stop()
+    await ensure_collections(isolated)
     member = AIOKafkaConsumer(isolated.topic("documents"), bootstrap_servers=isolated.kafka_bootstrap,
                               group_id=group_id(isolated, "pipeline"), enable_auto_commit=False)
     await member.start()

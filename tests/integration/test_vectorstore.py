@@ -8,6 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
+from infra.weaviate.provision import ensure_collections
 from schemas.codec import pack_vector
 from schemas.events import EmbeddedChunk, chunk_uuid
 from streams.config import WorkerSettings
@@ -34,6 +35,7 @@ def _unit(*values: float) -> np.ndarray:
 @pytest.fixture
 async def store(services: WorkerSettings, unique: str) -> AsyncIterator[WeaviateStore]:
     settings = services.model_copy(update={"weaviate_collection": f"Vs{unique}"})
+    await ensure_collections(settings)
     s = WeaviateStore(settings)
     await s.start()
     yield s
