@@ -135,7 +135,9 @@ async def test_a_pipeline_worker_killed_mid_batch_the_other_takes_over(system: R
     env = {"AICHAT_BATCH_MAX_EVENTS": "8"}
     victim, survivor = (start_worker(system, "pipeline", f"pipeline-{n}", env) for n in "ab")
     await asyncio.gather(victim.ready(), survivor.ready())
-    docs = [doc(f"rb-{i}", LONG) for i in range(30)]
+    # enough work that the second worker, which joins the group later, starts before the
+    # first has done it all (with 30 documents one full-suite run saw all done first)
+    docs = [doc(f"rb-{i}", LONG) for i in range(60)]
     await publish(system, docs)
 
     async def both_indexing() -> bool:
