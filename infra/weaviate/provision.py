@@ -50,8 +50,9 @@ async def create_missing(client: weaviate.WeaviateAsyncClient, settings: Weaviat
         try:
             await client.collections.create_from_dict(definition)
         except UnexpectedStatusCodeError as exc:
-            if "already exists" not in str(exc):  # another worker was faster
+            if "already exists" not in str(exc):
                 raise
+            continue  # another worker was faster: it created the collection
         log.info("created Weaviate collection %s", collection)
         created.append(collection)
     return created
