@@ -1,7 +1,7 @@
 """What one worker role needs to exist, created by the entry point that starts it (``aichat worker``).
 
 1. Its topics (``topics.toml``), before the app is built: :func:`ensure_worker_topics`.
-2. What its clients use (:func:`streams.worker.needs`), as setup steps the worker runs
+2. What its clients use (:func:`streams.agents.needs`), as setup steps the worker runs
    before those clients start, each retried while its service is down:
    the Weaviate collections (infra/weaviate/provision.py) for roles that index or answer,
    the Elasticsearch index templates (infra/elk/templates.py) for the shipper.
@@ -17,9 +17,9 @@ from functools import partial
 from infra.elk.templates import ensure_index_templates
 from infra.kafka.topics import ensure_topics
 from infra.weaviate.provision import ensure_collections
+from streams.agents import needs
 from streams.config import WorkerSettings
-from streams.context import SetupStep
-from streams.worker import needs
+from streams.resources import SetupStep
 
 
 def ensure_worker_topics(settings: WorkerSettings) -> list[str]:

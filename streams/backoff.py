@@ -8,7 +8,7 @@ attempt. Jitter spreads the retries of many workers that failed together, so the
 do not hit a recovering service in lock-step.
 
 Every policy is a constant of its own module (``AGENT_RETRY`` in
-streams/processing.py…); :meth:`Backoff.wait` sleeps through an injectable
+streams/resources.py…); :meth:`Backoff.wait` sleeps through an injectable
 ``sleep`` so tests drive thousands of attempts with a fake clock.
 """
 

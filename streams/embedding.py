@@ -42,6 +42,11 @@ class Embedder(Protocol):
     model_name: str
     dim: int
 
+    @property
+    def ready(self) -> bool:
+        """The model is loaded (the worker's readiness shows it)."""
+        ...
+
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Passages (chunks): (len(texts), dim) float32, L2-normalised."""
         ...

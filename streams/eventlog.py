@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 from elastic_transport import ConnectionError as EsConnectionError
@@ -217,6 +217,17 @@ def elastic_client(settings: ElasticSettings) -> AsyncElasticsearch:
         retry_on_timeout=True,
         **tls,
     )
+
+
+class EventSink(Protocol):
+    """What the shipper calls: realtime reads of stored documents, and bulk writes."""
+
+    #: why the cluster refuses our credentials, None while it accepts them (readiness)
+    refusing: str | None
+
+    async def get_documents(self, index: str, ids: Sequence[str]) -> dict[str, StoredDocument]: ...
+
+    async def write(self, docs: Sequence[EsDocument]) -> None: ...
 
 
 class ElasticSink:

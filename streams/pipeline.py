@@ -21,7 +21,7 @@ start and ack::
   failed batch's again, then acked. A redone batch's first deliveries are ignored.
 
 It knows nothing of Kafka or Faust: ``start``, ``redo`` and ``ack`` are given (see
-``streams.processing.batch_agent``), so the unit tests drive it with fakes.
+``streams.delivery.batch_agent``), so the unit tests drive it with fakes.
 """
 
 from __future__ import annotations

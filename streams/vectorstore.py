@@ -66,7 +66,16 @@ class ChunkVector:
 
 
 class VectorStore(Protocol):
+    """What the agents call: the chunk writes and deletes and the document states (the
+    indexer, the chunker), the model check and the search (the answerer)."""
+
+    @property
+    def registry(self) -> DocRegistry: ...
+
     async def upsert(self, items: Sequence[ChunkVector]) -> None: ...
+
+    async def delete_chunks(self, tenant: str, doc_id: str, *, versions_below: int | None = None,
+                            versions_up_to: int | None = None) -> int: ...
 
     async def index_model(self) -> str | None: ...
 

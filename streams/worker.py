@@ -25,32 +25,20 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from streams import lag
-from streams.agents import ROLES
+from streams.agents import ROLES, needs
 from streams.app import create_app
 from streams.config import WorkerSettings
-from streams.context import AgentContext, Resources, SetupStep, agent_retry
 from streams.embedding import create_embedder
 from streams.eventlog import ElasticSink
 from streams.generation import ExtractiveGenerator
 from streams.llm import OpenAIChatGenerator
 from streams.models import answer_min_similarity
 from streams.niceness import lower_cpu_priority
+from streams.resources import AgentContext, Resources, SetupStep, agent_retry
 from streams.topics import Topics
 from streams.vectorstore import WeaviateStore
 
 log = logging.getLogger(__name__)
-
-_NEEDS_MODEL = {"embedder", "answerer"}
-_NEEDS_WEAVIATE = {"chunker", "indexer", "answerer"}
-_NEEDS_ELASTIC = {"shipper"}
-
-
-def needs(role: str) -> frozenset[str]:
-    """What the role's clients use: ``model``, ``weaviate``, ``elasticsearch``."""
-    agents = set(ROLES[role])
-    wanted = {"model": _NEEDS_MODEL, "weaviate": _NEEDS_WEAVIATE, "elasticsearch": _NEEDS_ELASTIC}
-    return frozenset(name for name, users in wanted.items() if users & agents)
-
 
 def build(
     settings: WorkerSettings, role: str, setup: Sequence[SetupStep] = ()

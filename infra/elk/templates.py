@@ -178,7 +178,7 @@ def apply_index_template(settings: ElasticSettings, *, timeout_s: float = 30.0) 
 async def ensure_index_templates(settings: ElasticSettings) -> list[str]:
     """Put the project's index templates for this prefix (idempotent) before the first write;
     return their names. Unreachable: :class:`DependencyUnavailable` (retriable), so a worker
-    started before Elasticsearch waits for it (streams/context.py)."""
+    started before Elasticsearch waits for it (streams/resources.py)."""
     client = elastic_client(settings)
     try:
         templates = render_index_templates(settings)

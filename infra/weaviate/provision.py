@@ -6,7 +6,7 @@ properties a newer definition has to an existing one (Weaviate adds properties, 
 changes them). Workers may run it at the same moment: "already exists" is success.
 
 An unreachable Weaviate raises :class:`~streams.errors.DependencyUnavailable` (retriable),
-so a worker started before Weaviate waits for it (streams/context.py), as its store does.
+so a worker started before Weaviate waits for it (streams/resources.py), as its store does.
 """
 
 from __future__ import annotations

@@ -12,36 +12,33 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
 
 from schemas.codec import decode
-from schemas.errors import InvalidEvent
 from schemas.events import (
-    EVENT_TYPE_HEADER,
-    QUERY_CANCELLED,
     AnswerError,
     AnswerEvent,
     AnswerKind,
-    QueryCancelled,
     QueryEvent,
     Source,
 )
-from streams.context import AgentContext
+from streams.delivery import concurrent_queries
 from streams.deltas import coalesce
 from streams.errors import DependencyUnavailable, EffectFailed, ModelMismatch
 from streams.generation import Generator
+from streams.incoming import Incoming
 from streams.metrics import ANSWER_SECONDS
 from streams.passages import Passage
-from streams.processing import Incoming, dead_letter, process
+from streams.resources import AgentContext, Need
 from streams.retrieval import Retriever
 
 log = logging.getLogger(__name__)
 AGENT = "answerer"
+NEEDS: frozenset[Need] = frozenset({"model", "weaviate"})
 SNIPPET_CHARS = 240
 
 
@@ -123,9 +120,8 @@ async def answer_query(
 
 
 def register(app: faust.App, ctx: AgentContext) -> None:
-    embedder, store, settings = ctx.embedder, ctx.store, ctx.settings
-    assert embedder is not None and store is not None, "the answerer needs a model and Weaviate"
-    retriever = Retriever(embedder, store, settings)
+    settings = ctx.settings
+    retriever = Retriever(ctx.model, ctx.weaviate, settings)
 
     interval_s = settings.answer_token_interval_ms / 1000
 
@@ -169,77 +165,8 @@ def register(app: faust.App, ctx: AgentContext) -> None:
                      extra={"query_id": query.query_id, "trace_id": query.trace_id})
 
     app.agent(ctx.topics.queries, name=AGENT, concurrency=1)(
-        concurrent_queries(ctx, handle, settings.answer_concurrency)
+        concurrent_queries(ctx, AGENT, handle, settings.answer_concurrency)
     )
-
-
-def is_cancellation(msg: Incoming) -> bool:
-    return msg.header(EVENT_TYPE_HEADER) == QUERY_CANCELLED.encode()
-
-
-def concurrent_queries(
-    ctx: AgentContext, handle: Callable[[Incoming], Awaitable[None]], limit: int
-) -> Callable[[faust.StreamT], Awaitable[None]]:
-    """Answer up to ``limit`` queries at once, and stop one when its cancellation arrives.
-
-    Faust's own ``concurrency`` can commit past an unfinished event (TRAPS.md), so
-    this loop acks itself, strictly in arrival order: an event is acked only when it
-    and every event before it on the stream are finished. A crash replays whatever
-    was unfinished; a replayed query past its deadline is answered with an error the
-    gateway no longer listens for.
-    """
-
-    async def consume(stream: faust.StreamT) -> None:
-        await ctx.started.wait()
-        slots = asyncio.Semaphore(limit)
-        running: dict[str, asyncio.Task[None]] = {}
-        pending: deque[tuple[faust.EventT, asyncio.Task[None] | None]] = deque()
-        acking = asyncio.Lock()
-
-        async def ack_finished() -> None:
-            async with acking:
-                while pending and (pending[0][1] is None or pending[0][1].done()):
-                    event, _ = pending.popleft()
-                    await stream.ack(event)
-
-        async def run(msg: Incoming, query_id: str) -> None:
-            try:
-                await process(ctx, AGENT, msg, handle)
-            except asyncio.CancelledError:
-                log.info("query %s cancelled", query_id, extra={"query_id": query_id})
-            finally:
-                running.pop(query_id, None)
-                slots.release()
-                asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(ack_finished()))
-
-        try:
-            # noack: this loop acks itself (noack is on faust's Stream, not the StreamT protocol)
-            async for event in stream.noack().events():  # type: ignore[attr-defined]
-                msg = Incoming.from_event(event)
-                if is_cancellation(msg):
-                    task = None
-                    try:
-                        cancelled = decode(QueryCancelled, msg.value)
-                    except InvalidEvent as exc:
-                        await dead_letter(ctx, AGENT, msg, exc)
-                    else:
-                        target = running.get(cancelled.query_id)
-                        if target is not None:
-                            target.cancel()
-                    pending.append((event, None))
-                else:
-                    await slots.acquire()
-                    query_id = (msg.key or b"").decode(errors="replace")
-                    task = asyncio.create_task(run(msg, query_id), name=f"answer-{query_id}")
-                    running[query_id] = task
-                    pending.append((event, task))
-                await ack_finished()
-        finally:
-            for task in list(running.values()):
-                task.cancel()  # unfinished: not acked, answered again after a restart
-
-    consume.__name__ = consume.__qualname__ = AGENT
-    return consume
 
 
 def _ms_since(start: float) -> float:

@@ -29,12 +29,15 @@ import faust
 from schemas.errors import InvalidEvent
 from schemas.events import ChunkEvent, DocKey, DocumentEvent, chunk_uuid
 from streams.chunking import TokenCounter, chunk_document, load_token_counter
-from streams.context import AgentContext
+from streams.dead_letters import dead_letter
+from streams.delivery import batch_agent
 from streams.docstate import DocState
-from streams.processing import Incoming, batch_agent, dead_letter, decoder
+from streams.incoming import Incoming, decoder
+from streams.resources import AgentContext, Need
 
 log = logging.getLogger(__name__)
 AGENT = "chunker"
+NEEDS: frozenset[Need] = frozenset({"weaviate"})
 #: documents whose last forwarded version this worker remembers
 FORWARDED_MEMORY = 200_000
 #: longer texts are chunked in a thread so the event loop keeps serving Kafka
@@ -122,8 +125,7 @@ def is_unchanged(doc: DocumentEvent, state: DocState | None, last_forwarded: int
 
 
 def register(app: faust.App, ctx: AgentContext) -> None:
-    settings, store = ctx.settings, ctx.store
-    assert store is not None, "the chunker needs Weaviate (document states)"
+    settings, store = ctx.settings, ctx.weaviate  # the document states
     # the tokenizer only, no model weights
     counter = load_token_counter(settings.embed_model, settings.model_cache_dir)
     forwarded: OrderedDict[DocKey, int] = OrderedDict()

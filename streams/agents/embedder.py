@@ -19,17 +19,18 @@ import faust
 
 from schemas.codec import pack_vector
 from schemas.events import ChunkEvent, EmbeddedChunk
-from streams.context import AgentContext
+from streams.delivery import batch_agent
+from streams.incoming import Incoming, decoder
 from streams.metrics import EMBED_SECONDS
 from streams.pipeline import Deliveries
-from streams.processing import Incoming, batch_agent, decoder
+from streams.resources import AgentContext, Need
 
 AGENT = "embedder"
+NEEDS: frozenset[Need] = frozenset({"model"})
 
 
 def register(app: faust.App, ctx: AgentContext) -> None:
-    embedder = ctx.embedder
-    assert embedder is not None, "the embedder agent needs a model"
+    embedder = ctx.model
 
     async def handle(batch: list[tuple[Incoming, ChunkEvent]]) -> Deliveries:
         chunks = [chunk for _, chunk in batch]
@@ -44,7 +45,7 @@ def register(app: faust.App, ctx: AgentContext) -> None:
             if chunk.op == "upsert":
                 fields.update(vector=pack_vector(next(vectors)), dim=embedder.dim, model=embedder.model_name)
             futures.append(await ctx.send(AGENT, ctx.topics.embeddings, chunk.kafka_key, EmbeddedChunk(**fields)))
-        return futures  # delivered before the batch is acked (streams/processing.py)
+        return futures  # delivered before the batch is acked (streams/delivery.py)
 
     s = ctx.settings
     body = batch_agent(ctx, AGENT, decoder(ChunkEvent), handle, max_size=s.embed_max_events,

@@ -34,16 +34,19 @@ import faust
 
 from schemas.codec import unpack_vector
 from schemas.events import DocKey, DocumentIndexed, EmbeddedChunk
-from streams.context import AgentContext
+from streams.dead_letters import dead_letter
+from streams.delivery import batch_agent
 from streams.docstate import DocState
 from streams.errors import EffectFailed
+from streams.incoming import Incoming, decoder
 from streams.metrics import FRESHNESS_SECONDS, UPSERT_SECONDS
 from streams.pipeline import Deliveries
-from streams.processing import Incoming, batch_agent, dead_letter, decoder
+from streams.resources import AgentContext, Need
 from streams.vectorstore import ChunkVector
 
 log = logging.getLogger(__name__)
 AGENT = "indexer"
+NEEDS: frozenset[Need] = frozenset({"weaviate"})
 Outcome = Literal["indexed", "deleted", "stale", "unchanged"]
 #: Weaviate deletes of one batch in flight at once (one per finished version)
 DELETE_CONCURRENCY = 8
@@ -120,8 +123,7 @@ def _state(chunk: EmbeddedChunk, status: Literal["indexed", "deleted"], now: dat
 
 
 def register(app: faust.App, ctx: AgentContext) -> None:
-    store = ctx.store
-    assert store is not None, "the indexer agent needs Weaviate"
+    store = ctx.weaviate
 
     limit = asyncio.Semaphore(DELETE_CONCURRENCY)
 
@@ -165,7 +167,7 @@ def register(app: faust.App, ctx: AgentContext) -> None:
         for msg, reason in plan.rejected:
             if msg is not None:
                 await dead_letter(ctx, AGENT, msg, EffectFailed(reason))
-        return futures  # delivered before the batch is acked (streams/processing.py)
+        return futures  # delivered before the batch is acked (streams/delivery.py)
 
     s = ctx.settings
     body = batch_agent(ctx, AGENT, decoder(EmbeddedChunk), handle, max_size=s.batch_max_events,

@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import faust
 
-from streams.context import AgentContext
-from streams.eventlog import ElasticSink, EsDocument, to_document
+from streams.delivery import batch_agent
+from streams.eventlog import EsDocument, EventSink, to_document
+from streams.incoming import Incoming, raw
 from streams.metrics import SHIPPED
-from streams.processing import Incoming, batch_agent, raw
+from streams.resources import AgentContext, Need
 from streams.summaries import SummaryBuilder
 from streams.topics import raw_topic
 
 AGENT = "shipper"
+NEEDS: frozenset[Need] = frozenset({"elasticsearch"})
 SHIPPED_TOPICS = ("documents", "chunks", "embeddings", "indexed", "queries", "answers", "dlq", "logs")
 
 
-async def ship(sink: ElasticSink, summaries: SummaryBuilder, docs: list[EsDocument]) -> None:
+async def ship(sink: EventSink, summaries: SummaryBuilder, docs: list[EsDocument]) -> None:
     """One batch: the records' documents and the summaries they change, in one bulk request.
 
     The summaries' memory advances only after Elasticsearch took everything, so a
@@ -47,8 +49,7 @@ async def ship(sink: ElasticSink, summaries: SummaryBuilder, docs: list[EsDocume
 
 
 def register(app: faust.App, ctx: AgentContext) -> None:
-    sink = ctx.sink
-    assert sink is not None, "the shipper needs Elasticsearch"
+    sink = ctx.elasticsearch
     prefix = ctx.settings.elastic_index_prefix
     summaries = SummaryBuilder(prefix)
 

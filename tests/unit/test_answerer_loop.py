@@ -11,8 +11,9 @@ from typing import Any
 
 from schemas.codec import encode
 from schemas.events import EVENT_TYPE_HEADER, QUERY_CANCELLED, QueryCancelled
-from streams.agents.answerer import concurrent_queries
-from streams.processing import Incoming
+from streams.delivery import concurrent_queries
+from streams.incoming import Incoming
+from streams.resources import AGENT_RETRY
 
 
 @dataclass
@@ -40,7 +41,7 @@ class FakeStream:
 def ctx() -> Any:
     started = asyncio.Event()
     started.set()
-    return SimpleNamespace(started=started)
+    return SimpleNamespace(started=started, retry=AGENT_RETRY)  # what delivery.py reads of it
 
 
 def cancel_record(query_id: str) -> tuple[str, bytes, list[tuple[str, bytes]]]:
@@ -49,7 +50,7 @@ def cancel_record(query_id: str) -> tuple[str, bytes, list[tuple[str, bytes]]]:
 
 
 async def run_loop(stream: FakeStream, handle: Any, limit: int, settle: float = 0.3) -> None:
-    task = asyncio.create_task(concurrent_queries(ctx(), handle, limit)(stream))  # type: ignore[arg-type]
+    task = asyncio.create_task(concurrent_queries(ctx(), "answerer", handle, limit)(stream))  # type: ignore[arg-type]
     await stream.fed.wait()
     await asyncio.sleep(settle)
     task.cancel()

@@ -12,8 +12,8 @@ from starlette.testclient import TestClient
 from query_gateway.config import GatewaySettings
 from query_gateway.health import default_checks
 from query_gateway.transport import Transport
-from streams.context import AgentContext
 from streams.lag import Backlog
+from streams.resources import AgentContext
 from streams.worker import health_app
 
 

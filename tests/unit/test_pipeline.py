@@ -11,9 +11,10 @@ from typing import Any, cast
 import pytest
 
 from streams.backoff import Backoff
-from streams.context import AgentContext
+from streams.delivery import batch_agent
+from streams.incoming import Incoming, raw
 from streams.pipeline import Deliveries, Pipeline
-from streams.processing import Incoming, batch_agent, raw
+from streams.resources import AgentContext
 
 WAIT = 2.0  # every wait in these tests is bounded
 

@@ -1,5 +1,12 @@
 """What agents share in one worker: settings, topics, long-lived clients.
 
+Each agent module declares what it uses (``NEEDS``: ``model``, ``weaviate``,
+``elasticsearch``; streams/agents/__init__.py); the worker creates only those clients
+and the agent takes them from the context typed by their Protocols (:attr:`AgentContext.model`,
+:attr:`~AgentContext.weaviate`, :attr:`~AgentContext.elasticsearch`), so an agent can
+call only what the Protocol promises, and a worker built without a client an agent
+needs fails at registration, naming both.
+
 :class:`Resources` is a ``mode.Service`` passed to the Faust worker *before* the
 app, so every client is connected (and the model loaded) before any agent sees
 an event, and closed after the app stopped. Before the clients it runs the
@@ -14,7 +21,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import faust
 from mode import Service
@@ -23,15 +30,17 @@ from schemas.codec import encode
 from schemas.events import Event
 from streams.backoff import Backoff
 from streams.config import WorkerSettings
-from streams.embedding import ModelEmbedder
-from streams.errors import is_retriable
-from streams.eventlog import ElasticSink
+from streams.embedding import Embedder
+from streams.eventlog import EventSink
 from streams.generation import ExtractiveGenerator, Generator
 from streams.metrics import EMITTED, READY
+from streams.retrying import until_done
 from streams.topics import Topics
-from streams.vectorstore import WeaviateStore
+from streams.vectorstore import VectorStore
 
 log = logging.getLogger(__name__)
+
+C = TypeVar("C")
 
 AGENT_RETRY = Backoff(first_s=0.2, max_s=10.0)
 START_RETRY = Backoff(first_s=0.5, max_s=10.0)
@@ -41,6 +50,14 @@ def agent_retry(settings: WorkerSettings) -> Backoff:
     """:data:`AGENT_RETRY` with the cap of ``AICHAT_AGENT_RETRY_MAX_S``."""
     cap = settings.agent_retry_max_s
     return replace(AGENT_RETRY, first_s=min(AGENT_RETRY.first_s, cap), max_s=cap)
+
+
+#: the clients an agent may need (its module's ``NEEDS``)
+Need = Literal["model", "weaviate", "elasticsearch"]
+
+
+class MissingResource(RuntimeError):
+    """An agent was registered in a worker that did not create a client it needs."""
 
 
 @runtime_checkable
@@ -62,15 +79,30 @@ class AgentContext:
     settings: WorkerSettings
     app: faust.App
     topics: Topics
-    embedder: ModelEmbedder | None = None
-    store: WeaviateStore | None = None
-    sink: ElasticSink | None = None
+    embedder: Embedder | None = None
+    store: VectorStore | None = None
+    sink: EventSink | None = None
     generator: Generator = field(default_factory=ExtractiveGenerator)
     started: asyncio.Event = field(default_factory=asyncio.Event)
-    #: how agents wait between attempts while a dependency is down (streams/processing.py)
+    #: how agents wait between attempts while a dependency is down (streams/delivery.py)
     retry: Backoff = field(default_factory=lambda: AGENT_RETRY)
     #: run before the clients start, in order (given by the entry point)
     setup: Sequence[SetupStep] = ()
+
+    @property
+    def model(self) -> Embedder:
+        """The embedding model, for agents whose ``NEEDS`` has ``model``."""
+        return _required(self.embedder, "model")
+
+    @property
+    def weaviate(self) -> VectorStore:
+        """The vector store, for agents whose ``NEEDS`` has ``weaviate``."""
+        return _required(self.store, "weaviate")
+
+    @property
+    def elasticsearch(self) -> EventSink:
+        """The Elasticsearch sink, for agents whose ``NEEDS`` has ``elasticsearch``."""
+        return _required(self.sink, "elasticsearch")
 
     def resources(self) -> list[Lifecycle]:
         started: list[object] = [self.store, self.sink, self.embedder, self.generator]
@@ -115,19 +147,10 @@ class Resources(Service):
     async def _start(self, name: str, start: Callable[[], Awaitable[object]]) -> None:
         """Start one client (or run one setup step); a dependency that is not up yet is
         waited for, not fatal."""
-        attempt = 0
-        while True:
-            log.info("starting %s", name)
-            try:
-                await start()
-                return
-            except Exception as exc:
-                if not is_retriable(exc):
-                    raise
-                attempt += 1
-                delay = START_RETRY.delay(attempt)
-                log.warning("%s not available (%s); retrying in %.1fs", name, exc, delay)
-                await START_RETRY.sleep(delay)
+        log.info("starting %s", name)
+        error = await until_done(start, START_RETRY, what=f"starting {name}")
+        if error is not None:
+            raise error
 
     async def on_stop(self) -> None:
         READY.set(0)
@@ -136,3 +159,10 @@ class Resources(Service):
                 await resource.stop()
             except Exception:
                 log.exception("error while stopping %s", type(resource).__name__)
+
+
+def _required(client: C | None, need: Need) -> C:
+    if client is None:
+        raise MissingResource(f"an agent needs {need!r}, but this worker did not create it: "
+                              "add it to the agent module's NEEDS")
+    return client

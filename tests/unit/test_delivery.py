@@ -12,18 +12,12 @@ from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
 from schemas.events import DeadLetter, Event
 from streams.backoff import Backoff
-from streams.context import AgentContext
+from streams.dead_letters import MAX_DEAD_LETTER_KEY, MAX_DEAD_LETTER_VALUE, dead_letter
+from streams.delivery import process, process_batch
 from streams.errors import DependencyUnavailable, EffectFailed
+from streams.incoming import Incoming, raw
 from streams.metrics import DEAD_LETTERS_DROPPED
-from streams.processing import (
-    MAX_DEAD_LETTER_KEY,
-    MAX_DEAD_LETTER_VALUE,
-    Incoming,
-    dead_letter,
-    process,
-    process_batch,
-    raw,
-)
+from streams.resources import AgentContext
 
 
 class FakeClock:
@@ -37,7 +31,7 @@ class FakeClock:
 
 
 class FakeContext:
-    """What processing.py uses of an AgentContext: send, topics.dlq/base_name, retry."""
+    """What delivery.py and dead_letters.py use of an AgentContext: send, topics.dlq/base_name, retry."""
 
     def __init__(self, clock: FakeClock, send_errors: list[Exception] | None = None) -> None:
         self.retry = Backoff(first_s=0.2, max_s=10.0, sleep=clock.sleep)
