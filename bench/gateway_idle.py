@@ -43,7 +43,7 @@ from infra.kafka.topics import ensure_topics
 from infra.up import Child, wait_ready
 from ingest.sdk import DocumentPublisher
 from query_gateway.client import ask, connect_gateway
-from query_gateway.tokens import mint
+from query_gateway.dev_jwt import mint
 from schemas.events import DocumentEvent
 from streams.config import WorkerSettings, load_settings
 

@@ -57,7 +57,7 @@ from bench.ingest import load_corpus
 from bench.query import jwt_secret_file, test_questions
 from infra.up import Child, wait_ready
 from ingest.sdk import DocumentPublisher
-from query_gateway.tokens import mint
+from query_gateway.dev_jwt import mint
 from streams.config import WorkerSettings, load_settings
 from streams.vectorstore import WeaviateStore
 

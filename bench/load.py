@@ -66,7 +66,7 @@ from infra.config import StackSettings
 from infra.kafka.topics import ensure_topics
 from infra.proc import group_members
 from infra.up import Child, wait_ready
-from query_gateway.tokens import mint
+from query_gateway.dev_jwt import mint
 from schemas.events import QueryEvent, ReplyRoute, utc_now
 from streams.config import WorkerSettings, load_settings
 

@@ -32,7 +32,7 @@ from websockets.asyncio.client import connect
 from bench.common import RESULTS, WorkerGroup, free_port, machine_info, percentiles, print_table
 from bench.eval import EVAL_ROOT, load_qrels, load_queries
 from infra.up import Child, wait_ready
-from query_gateway.tokens import mint
+from query_gateway.dev_jwt import mint
 from schemas.events import QueryEvent, ReplyRoute, utc_now
 from streams.config import WorkerSettings, load_settings
 

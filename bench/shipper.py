@@ -45,8 +45,8 @@ from schemas.events import (
     chunk_uuid,
 )
 from streams.config import WorkerSettings, load_settings
+from streams.ecs_logging import EcsJsonFormatter
 from streams.endpoints import elastic_http_options
-from streams.logs import EcsJsonFormatter
 
 
 def records(settings: WorkerSettings, n_events: int) -> list[tuple[str, bytes, bytes]]:

@@ -48,7 +48,7 @@ from ingest import SAMPLE_DIR
 from ingest.readers import read_document
 from ingest.sdk import DocumentPublisher
 from query_gateway.config import GatewaySettings
-from query_gateway.tokens import ensure_secret, local_secret_path, mint
+from query_gateway.dev_jwt import ensure_secret, local_secret_path, mint
 from streams.config import WorkerSettings, load_settings
 from streams.vectorstore import WeaviateStore
 

@@ -25,8 +25,8 @@ from typing import Any
 
 from query_gateway.client import ask
 from query_gateway.config import GatewaySettings
+from query_gateway.dev_jwt import mint
 from query_gateway.errors import GatewayError
-from query_gateway.tokens import mint
 from streams.config import load_settings
 from streams.errors import ConfigError
 
@@ -232,7 +232,7 @@ def _print_sources(sources: list[dict[str, Any]]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m query_gateway.cli``: the same commands, logging configured here."""
     from streams.config import ObservabilitySettings, log_json
-    from streams.logs import configure_logging
+    from streams.ecs_logging import configure_logging
 
     parser = argparse.ArgumentParser(prog="python -m query_gateway.cli")
     register(parser.add_subparsers(required=True, metavar="{gateway,ask,token}"))

@@ -27,19 +27,19 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
-from query_gateway.tokens import local_secret_path
+from query_gateway.dev_jwt import local_secret_path
 from streams.config import (
     ElasticSettings,
     KafkaSettings,
     ObservabilitySettings,
     WeaviateSettings,
-    _Base,
 )
+from streams.settings_base import SettingsBase
 
 TENANT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
-class RedisSettings(_Base):
+class RedisSettings(SettingsBase):
     """Where shared gateway state (rate-limit buckets) lives; unset = in-process."""
 
     redis_url: SecretStr | None = Field(
@@ -53,7 +53,7 @@ class RedisSettings(_Base):
     redis_timeout_s: float = Field(0.5, gt=0, le=30, description="per Redis command")
 
 
-class GatewayAuthSettings(_Base):
+class GatewayAuthSettings(SettingsBase):
     gateway_auth: Literal["jwt", "disabled"] = Field(
         "jwt",
         description="'disabled' trusts ?user= and puts everyone in jwt_default_tenant or "
@@ -271,7 +271,7 @@ class GatewaySettings(
 
     @property
     def local_secret_file(self) -> Path:
-        """:attr:`gateway_local_secret_file`, else the local stack's (query_gateway/tokens.py)."""
+        """:attr:`gateway_local_secret_file`, else the local stack's (query_gateway/dev_jwt.py)."""
         if self.gateway_local_secret_file is not None:
             return self.gateway_local_secret_file
         return local_secret_path(self.stack_dir)

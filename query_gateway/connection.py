@@ -49,11 +49,11 @@ from query_gateway.errors import (
     TokenExpired,
     TooManyInflight,
 )
-from query_gateway.events import CancelReason
 from query_gateway.hub import CLOSE_FLUSH_S, ConnectionState, Ending, Hub, Phase
 from query_gateway.inflight import Inflight
 from query_gateway.metrics import FRAMES_REFUSED, OPEN_CONNECTIONS, RATE_LIMITED, SESSIONS_ENDED
 from query_gateway.refusals import MESSAGE_CHARS, excerpt
+from schemas.events import CancelReason
 
 logger = logging.getLogger(__name__)
 

@@ -29,11 +29,11 @@ from query_gateway.admission import ConnectionCaps
 from query_gateway.auth import Principal
 from query_gateway.config import GatewaySettings
 from query_gateway.errors import GatewayError, ShuttingDown, SlowClient
-from query_gateway.events import CancelReason, QueryCancelled
 from query_gateway.metrics import CANCELLATIONS
 from query_gateway.ratelimit import FailOpen, LocalRateLimiter, RateLimiter
 from query_gateway.refusals import RefusalLog
 from query_gateway.transport import Transport
+from schemas.events import CancelReason, QueryCancelled
 
 logger = logging.getLogger(__name__)
 

@@ -24,11 +24,10 @@ from typing import Any
 from query_gateway import protocol
 from query_gateway.auth import Principal
 from query_gateway.errors import AnswerInterrupted, DeadlineExceeded, GatewayError, UnknownId
-from query_gateway.events import CancelReason
 from query_gateway.hub import CLOSE_FLUSH_S, Hub
 from query_gateway.metrics import ANSWERS_DROPPED, QUERIES, TIME_TO_DONE, TIME_TO_FIRST_TOKEN
 from query_gateway.refusals import excerpt
-from schemas.events import AnswerEvent, QueryEvent, ReplyRoute
+from schemas.events import AnswerEvent, CancelReason, QueryEvent, ReplyRoute
 
 logger = logging.getLogger(__name__)
 

@@ -16,13 +16,11 @@ from typing import Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from query_gateway import events
 from query_gateway.config import GatewaySettings
 from query_gateway.errors import KafkaUnavailable
-from query_gateway.events import QueryCancelled
 from query_gateway.routing import AnswerQueue, AnswerRouter
 from schemas.codec import encode
-from schemas.events import QueryEvent
+from schemas.events import QueryCancelled, QueryEvent, cancellation_headers
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +102,7 @@ class KafkaTransport:
         await self._send(event, "the query")
 
     async def cancel(self, event: QueryCancelled) -> None:
-        await self._send(event, "the cancellation", headers=events.headers())
+        await self._send(event, "the cancellation", headers=cancellation_headers())
 
     async def _send(
         self,

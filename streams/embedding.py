@@ -191,7 +191,7 @@ class OnnxEmbedder(ModelEmbedder):
     def load(self) -> None:
         import onnxruntime as ort
 
-        from streams.chunking.tokens import load_token_counter
+        from streams.chunking.tokenizer import load_token_counter
         from streams.models.onnx import onnx_files
 
         started = time.perf_counter()

@@ -30,8 +30,8 @@ from schemas.codec import encode
 from schemas.events import Event
 from streams.backoff import Backoff
 from streams.config import WorkerSettings
+from streams.elastic_sink import EventSink
 from streams.embedding import Embedder
-from streams.eventlog import EventSink
 from streams.generation import ExtractiveGenerator, Generator
 from streams.metrics import EMITTED, READY
 from streams.retrying import until_done

@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streams.eventlog import EsDocument, StoredDocument, summary_index
+from streams.es_documents import EsDocument, StoredDocument, summary_index
 from streams.metrics import SHIPPER_SUMMARIES
 
 log = logging.getLogger(__name__)

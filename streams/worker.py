@@ -28,8 +28,8 @@ from streams import lag
 from streams.agents import ROLES, needs
 from streams.app import create_app
 from streams.config import WorkerSettings
+from streams.elastic_sink import ElasticSink
 from streams.embedding import create_embedder
-from streams.eventlog import ElasticSink
 from streams.generation import ExtractiveGenerator
 from streams.llm import OpenAIChatGenerator
 from streams.models import answer_min_similarity

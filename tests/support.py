@@ -24,7 +24,7 @@ import httpx
 
 from infra.cleanup import drop_isolated_state
 from infra.up import Child, wait_ready
-from query_gateway.tokens import mint
+from query_gateway.dev_jwt import mint
 from streams.config import WorkerSettings
 
 T = TypeVar("T")

@@ -35,9 +35,10 @@ from elastic_transport import ConnectionTimeout
 
 from infra.errors import StackError
 from streams.config import ElasticSettings
+from streams.elastic_sink import elastic_client
 from streams.endpoints import elastic_http_options
 from streams.errors import DependencyUnavailable
-from streams.eventlog import elastic_client, summary_index
+from streams.es_documents import summary_index
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from infra.errors import ProvisionError
 from infra.service import LaunchSpec, ServicePaths, base_env
 from infra.system import file_lock, run_step
 from infra.weaviate.schema import ensure_collection
-from query_gateway.tokens import ensure_secret
+from query_gateway.dev_jwt import ensure_secret
 from streams.config import WeaviateSettings
 from streams.endpoints import LOOPBACK_HOSTS, local_weaviate_key_path, weaviate_http_options
 

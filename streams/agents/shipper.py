@@ -3,11 +3,11 @@
 Records are shipped as they are (undecodable ones too, marked as failures), in
 micro-batches of up to ``elastic_bulk_size``: documents, chunks, embeddings
 (without vectors), ``indexed`` acknowledgements, queries, answers (every token),
-dead letters, and the processes' own logs (``logs`` topic, streams/logship.py).
+dead letters, and the processes' own logs (``logs`` topic, streams/log_producer.py).
 Beside them, one summary document per query (streams/summaries.py) is updated
 in the same bulk request.
 
-Every bulk item is checked (streams/eventlog.py): 429/5xx items are sent again,
+Every bulk item is checked (streams/elastic_sink.py): 429/5xx items are sent again,
 an unreachable cluster is retried with capped backoff for as long as it takes
 (the shipper's lag grows, nothing is lost, it catches up by itself), and a
 refused item fails the batch, which is then re-run one record at a time so only
@@ -20,7 +20,8 @@ from __future__ import annotations
 import faust
 
 from streams.delivery import batch_agent
-from streams.eventlog import EsDocument, EventSink, to_document
+from streams.elastic_sink import EventSink
+from streams.es_documents import EsDocument, to_document
 from streams.incoming import Incoming, raw
 from streams.metrics import SHIPPED
 from streams.resources import AgentContext, Need

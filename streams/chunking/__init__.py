@@ -1,7 +1,7 @@
 """Split documents into chunks that the embedding model reads whole.
 
 Pure functions, no Kafka. Sizes are counted in the embedding model's own tokens
-(:mod:`streams.chunking.tokens`), so no chunk is cut short by the model's
+(:mod:`streams.chunking.tokenizer`), so no chunk is cut short by the model's
 max_seq_length; Markdown headings, paragraphs and sentences decide where chunks
 end (:mod:`streams.chunking.structure`, :mod:`streams.chunking.document`).
 Offsets refer to the original text: ``text[c.char_start:c.char_end] == c.text``.
@@ -21,7 +21,7 @@ from streams.chunking.document import (
     resolve_limits,
 )
 from streams.chunking.structure import markdown_sections, plain_sections, sentences
-from streams.chunking.tokens import (
+from streams.chunking.tokenizer import (
     TokenCounter,
     TokenizerCounter,
     Tokens,

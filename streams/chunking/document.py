@@ -7,7 +7,7 @@
 3. Each block becomes *units*: a code fence or a sentence that fits, else its
    lines (code) or words; a word over the limit is cut between the tokenizer's
    words (URLs, CJK), and as the last resort at a token boundary that splits no
-   character (:func:`~streams.chunking.tokens.fit_prefix`).
+   character (:func:`~streams.chunking.tokenizer.fit_prefix`).
 4. Units are packed greedily, one section at a time. A new paragraph that does
    not fit whole starts a new chunk once the current one is half full.
 5. Each next chunk starts with the tail units of the previous one that fit in
@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 
 from streams.chunking.structure import Section, markdown_sections, plain_sections, sentences
-from streams.chunking.tokens import TokenCounter, Tokens, fit_prefix, safe_cut
+from streams.chunking.tokenizer import TokenCounter, Tokens, fit_prefix, safe_cut
 
 log = logging.getLogger(__name__)
 

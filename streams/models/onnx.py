@@ -125,7 +125,7 @@ def export_onnx(model_dir: Path, target: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoModel
 
-    from streams.chunking.tokens import max_seq_length
+    from streams.chunking.tokenizer import max_seq_length
     from streams.models import replace_dir
 
     dim = pooling_of(model_dir)

@@ -14,7 +14,6 @@ import pytest
 from infra.elk.kibana import DOC_PLACEHOLDER, QUERY_PLACEHOLDER, TENANT_PLACEHOLDER, build_objects
 from infra.elk.kibana.queries import search_request, vis_request
 from infra.elk.templates import ensure_index_templates, render_index_templates
-from query_gateway.events import QueryCancelled
 from schemas.codec import encode, pack_vector
 from schemas.events import (
     AnswerError,
@@ -25,15 +24,17 @@ from schemas.events import (
     DocumentIndexed,
     EmbeddedChunk,
     Event,
+    QueryCancelled,
     QueryEvent,
     ReplyRoute,
     Source,
 )
 from streams.agents.shipper import ship
 from streams.config import WorkerSettings
+from streams.ecs_logging import EcsJsonFormatter
+from streams.elastic_sink import ConcurrentUpdate, ElasticSink
 from streams.errors import EffectFailed
-from streams.eventlog import ConcurrentUpdate, ElasticSink, EsDocument, to_document
-from streams.logs import EcsJsonFormatter
+from streams.es_documents import EsDocument, to_document
 from streams.summaries import SummaryBuilder
 
 NOW = datetime.now(UTC)

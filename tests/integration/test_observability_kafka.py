@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from streams.config import KafkaSettings
 from streams.lag import LagReporter
-from streams.logship import SHIPPED, KafkaLogHandler, LogShipSettings
+from streams.log_producer import SHIPPED, KafkaLogHandler, LogShipSettings
 from streams.metrics import CONSUMER_LAG
 from tests.support import eventually
 

@@ -7,8 +7,8 @@ import orjson
 import pytest
 
 from streams.config import KafkaSettings, WorkerSettings, load_settings
+from streams.ecs_logging import EcsJsonFormatter
 from streams.errors import ConfigError
-from streams.logs import EcsJsonFormatter
 
 
 def test_defaults_and_prefix(monkeypatch: pytest.MonkeyPatch) -> None:

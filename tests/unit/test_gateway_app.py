@@ -23,12 +23,11 @@ from query_gateway.app import create_app
 from query_gateway.client import ask
 from query_gateway.config import GatewaySettings
 from query_gateway.errors import KafkaUnavailable
-from query_gateway.events import QueryCancelled
 from query_gateway.health import Check
 from query_gateway.routing import AnswerQueue, AnswerRouter
 from query_gateway.server import build_server
 from schemas.codec import encode
-from schemas.events import AnswerError, AnswerEvent, QueryEvent, Source
+from schemas.events import AnswerError, AnswerEvent, QueryCancelled, QueryEvent, Source
 
 Script = Callable[[QueryEvent], list[AnswerEvent]]
 

@@ -25,8 +25,8 @@ from query_gateway.app import create_app
 from query_gateway.auth import build_authenticator
 from query_gateway.client import ask, connect_gateway, handshake_error
 from query_gateway.config import GatewaySettings
+from query_gateway.dev_jwt import ensure_secret, mint
 from query_gateway.errors import OriginNotAllowed, Unauthorized
-from query_gateway.tokens import ensure_secret, mint
 from streams.config import load_settings
 from streams.errors import ConfigError
 from tests.unit.test_gateway_app import (

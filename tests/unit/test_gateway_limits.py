@@ -198,13 +198,13 @@ async def test_cancel_and_disconnect_publish_query_cancelled() -> None:
 
 
 def test_kafka_cancellation_record_has_the_query_key_and_type_header() -> None:
-    from query_gateway import events
+    from schemas import events
 
     event = events.QueryCancelled(query_id="q-1", trace_id="q-1", reason="client")
     body = orjson.loads(encode(event))
     assert body["type"] == "query_cancelled" and body["query_id"] == "q-1"
     assert body["schema_version"] == 1 and body["reason"] == "client"
-    assert events.headers() == [("aichat-event-type", b"query_cancelled")]
+    assert events.cancellation_headers() == [("aichat-event-type", b"query_cancelled")]
 
 
 def test_cancellations_can_be_switched_off() -> None:

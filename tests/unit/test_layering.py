@@ -55,7 +55,7 @@ def test_no_import_points_up() -> None:
     ("streams", "import infra.stack\n", True),
     ("query_gateway", "from infra.config import StackSettings\n", True),
     ("streams", "from schemas.events import QueryEvent\nfrom streams.errors import ConfigError\n", False),
-    ("ingest", "from query_gateway.events import CancelReason\n", False),  # same layer
+    ("ingest", "from query_gateway.protocol import QueryFrame\n", False),  # same layer
     ("infra", "from streams.config import WorkerSettings\n", False),
     ("streams", "from .errors import ConfigError\n", False),  # relative: its own package
 ])

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 import query_gateway.metrics
 import streams.lag
-import streams.logship
+import streams.log_producer
 import streams.metrics
 from infra.grafana import DASHBOARD_FILE, build_dashboard
 from infra.prometheus import (
@@ -30,7 +30,7 @@ from infra.prometheus import (
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # the processes' metric modules, imported so their metrics are registered
-_REGISTERED_BY = (streams.metrics, streams.lag, streams.logship, query_gateway.metrics)
+_REGISTERED_BY = (streams.metrics, streams.lag, streams.log_producer, query_gateway.metrics)
 
 
 def _promtool() -> str:

@@ -13,30 +13,22 @@ import pytest
 from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
 from elasticsearch import ApiError
 
-from query_gateway.events import QueryCancelled
 from schemas.codec import encode
 from schemas.events import (
     AnswerError,
     AnswerEvent,
     DocumentIndexed,
+    QueryCancelled,
     QueryEvent,
     ReplyRoute,
     Source,
 )
 from streams.backoff import Backoff
 from streams.config import ElasticSettings
+from streams.ecs_logging import EcsJsonFormatter
+from streams.elastic_sink import AccessDenied, ConcurrentUpdate, ElasticSink
 from streams.errors import DependencyUnavailable, EffectFailed
-from streams.eventlog import (
-    AccessDenied,
-    ConcurrentUpdate,
-    ElasticSink,
-    EsDocument,
-    StoredDocument,
-    bulk_body,
-    logs_index_name,
-    to_document,
-)
-from streams.logs import EcsJsonFormatter
+from streams.es_documents import EsDocument, StoredDocument, bulk_body, logs_index_name, to_document
 from streams.metrics import ELASTIC_ACCESS_DENIED
 from streams.summaries import SummaryBuilder
 
@@ -394,7 +386,7 @@ def _api_error(status: int) -> ApiError:
 
 
 def _sink(client: _Bulk, monkeypatch: pytest.MonkeyPatch) -> ElasticSink:
-    monkeypatch.setattr("streams.eventlog.THROTTLE", Backoff(first_s=0.001, max_s=0.002))
+    monkeypatch.setattr("streams.elastic_sink.THROTTLE", Backoff(first_s=0.001, max_s=0.002))
     sink = ElasticSink(ElasticSettings())
     sink._client = client  # type: ignore[assignment]
     return sink

@@ -20,13 +20,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-import streams.eventlog
+import streams.elastic_sink
 import streams.weaviate_connect
 from infra.config import StackSettings
 from infra.errors import ProvisionError
 from infra.service import ServicePaths
 from infra.weaviate.launcher import WeaviateLauncher, probe_weaviate, weaviate_argv
 from streams.config import ElasticSettings, WeaviateSettings, WorkerSettings, load_settings
+from streams.elastic_sink import elastic_client
 from streams.endpoints import (
     elastic_http_options,
     local_weaviate_key_path,
@@ -37,7 +38,6 @@ from streams.endpoints import (
     weaviate_url,
 )
 from streams.errors import ConfigError
-from streams.eventlog import elastic_client
 from streams.weaviate_connect import weaviate_client
 
 #: every Weaviate setting a test relies on, so the environment of the machine cannot change it
@@ -285,7 +285,7 @@ def test_weaviate_client_locally_over_http_with_the_stack_key(
 
 def test_elastic_client_gets_the_ca_file_and_key(monkeypatch: pytest.MonkeyPatch, pki: Pki) -> None:
     seen: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-    monkeypatch.setattr(streams.eventlog, "AsyncElasticsearch",
+    monkeypatch.setattr(streams.elastic_sink, "AsyncElasticsearch",
                         lambda *args, **kwargs: seen.append((args, kwargs)))
     elastic_client(ElasticSettings(elastic_url="https://es:9200", elastic_api_key="e",
                                    elastic_ca_file=pki.ca))

@@ -10,8 +10,9 @@ from infra.elk.templates import ensure_index_templates
 from schemas.codec import encode
 from schemas.events import DocumentEvent
 from streams.config import WorkerSettings
+from streams.elastic_sink import ElasticSink
 from streams.errors import EffectFailed
-from streams.eventlog import ElasticSink, EsDocument, to_document
+from streams.es_documents import EsDocument, to_document
 
 
 @pytest.fixture

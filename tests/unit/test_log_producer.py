@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.logship import DROPPED, KafkaLogHandler, LogShipSettings, ship_logs
+from streams.log_producer import DROPPED, KafkaLogHandler, LogShipSettings, ship_logs
 from tests.support import free_port
 
 

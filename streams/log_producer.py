@@ -32,7 +32,7 @@ from pydantic import Field
 
 from streams.backoff import Backoff
 from streams.config import KafkaSettings, ObservabilitySettings
-from streams.logs import EcsJsonFormatter
+from streams.ecs_logging import EcsJsonFormatter
 
 log = logging.getLogger(__name__)
 RECONNECT = Backoff(first_s=0.5, max_s=10.0)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from schemas.codec import encode, pack_vector
 from schemas.events import DeadLetter, DocumentEvent, EmbeddedChunk
-from streams.eventlog import index_name, to_document
+from streams.es_documents import index_name, to_document
 
 TS = 1_790_000_000.0  # 2026-09-21
 
