@@ -6,7 +6,7 @@
     jsonl.py   JSON Lines → one record per line (id, title, text, metadata)
 
 Extractors raise :class:`ingest.errors.UnreadableFile` naming the source; building
-the :class:`schemas.events.DocumentEvent` is :mod:`ingest.readers`' job.
+the :class:`schemas.events.DocumentEvent` is :mod:`ingest.events`' job.
 """
 
 from __future__ import annotations

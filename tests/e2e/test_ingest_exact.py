@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from infra import stack
 from infra.config import StackSettings
-from ingest.readers import content_hash
+from ingest.events import content_hash
 from ingest.sdk import DocumentPublisher
 from schemas.codec import decode, encode
 from schemas.events import DocumentEvent, DocumentIndexed

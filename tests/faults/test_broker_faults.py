@@ -33,7 +33,7 @@ import pytest
 from weaviate.exceptions import WeaviateBaseError
 from websockets.exceptions import ConnectionClosed
 
-from ingest.readers import content_hash
+from ingest.events import content_hash
 from ingest.sdk import DocumentPublisher
 from query_gateway.client import ask, connect_gateway
 from query_gateway.errors import GatewayUnreachable

@@ -51,7 +51,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from infra import stack
 from infra.config import StackSettings
-from ingest.readers import content_hash
+from ingest.events import content_hash
 from ingest.sdk import DocumentPublisher
 from query_gateway.client import ask
 from query_gateway.errors import GatewayUnreachable

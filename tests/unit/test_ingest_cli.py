@@ -14,6 +14,7 @@ import pytest
 from ingest import cli
 from ingest.errors import PublishFailed
 from ingest.progress import Progress
+from ingest.run import ingest_paths
 from ingest.sdk import Delivery, Events
 from schemas.events import DocumentEvent
 from streams.config import KafkaSettings
@@ -70,7 +71,7 @@ def parse(*argv: str) -> argparse.Namespace:
 async def ingest(*argv: str, stdin: bytes = b"", publisher: FakePublisher | None = None) -> Run:
     pub = publisher or FakePublisher()
     out, err = io.StringIO(), io.StringIO()
-    code = await cli.ingest_paths(
+    code = await ingest_paths(
         KafkaSettings(),
         parse(*argv),
         publisher_factory=lambda _settings: pub,

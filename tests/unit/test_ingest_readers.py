@@ -10,16 +10,11 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader, PdfWriter
 
+from ingest.content_types import iter_files
 from ingest.errors import UnreadableFile
+from ingest.events import VersionClock, content_hash
 from ingest.formats.pdf import PdfLimits, extract_pdf, read_pdf
-from ingest.readers import (
-    VersionClock,
-    content_hash,
-    iter_files,
-    read_document,
-    read_source,
-    read_stream,
-)
+from ingest.readers import read_document, read_source, read_stream
 from schemas.events import DocumentEvent
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from ingest.content_types import iter_files
 from ingest.errors import UnreadableFile
-from ingest.readers import iter_files
 from ingest.walk import Found, Skipped
 
 
