@@ -1,4 +1,5 @@
-"""``aichat stack up | down | status | init``: the local Kafka + Elasticsearch + Weaviate stack.
+"""``aichat stack up | down | status | init``: the local Kafka + Elasticsearch + Weaviate stack
+(``--alerting``: Prometheus + Alertmanager too); ``aichat kafka TOOL``: Kafka's own tools.
 
 The lead's console script calls :func:`register` and :func:`run`; ``python -m infra.cli
 stack up`` works on its own too.
@@ -13,8 +14,10 @@ import time
 from collections.abc import Sequence
 
 from infra import stack
-from infra.config import SERVICES, StackSettings, kafka_bootstrap_servers
+from infra.config import SERVICES, kafka_bootstrap_servers
 from infra.errors import ServiceFailedToStart, StackError
+from infra.kafka import tools as kafka_tools
+from infra.prometheus.settings import ALERTING_SERVICES, AlertingSettings
 from infra.service import ServiceStatus
 from streams.config import load_settings
 from streams.errors import ConfigError
@@ -32,9 +35,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up.add_argument(
         "--only",
         nargs="+",
-        choices=(*SERVICES, *stack.KAFKA_NODE_NAMES),
+        choices=(*SERVICES, *stack.OPTIONAL_SERVICES, *stack.KAFKA_NODE_NAMES),
         metavar="SERVICE",
-        help=f"start only these ({', '.join(SERVICES)}; or one Kafka node, kafka-2)",
+        help=f"start only these ({', '.join(SERVICES)}; optional: "
+        f"{', '.join(stack.OPTIONAL_SERVICES)}; or one Kafka node, kafka-2)",
     )
     up.add_argument(
         "--brokers",
@@ -43,6 +47,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="Kafka nodes (default AICHAT_KAFKA_BROKERS, 1); 3: a KRaft cluster with "
         "replication factor 3 and min.insync.replicas 2",
     )
+    up.add_argument(
+        "--alerting",
+        action="store_true",
+        help="also Prometheus, Alertmanager and the alert webhook (infra/prometheus/launcher.py)",
+    )
     down = commands.add_parser("down", help="stop every service (SIGTERM, then SIGKILL)")
     down.add_argument("--wipe", action="store_true", help="also delete the data directories")
     commands.add_parser("status", help="table of services; exit 0 only if all are up")
@@ -50,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "init", help="create topics, index template and collection on running services"
     )
     parser.set_defaults(func=run)
+    kafka_tools.register(subparsers)  # aichat kafka TOOL …: Kafka's own tools
 
 
 def _table(rows: Sequence[ServiceStatus]) -> str:
@@ -68,10 +78,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         brokers = getattr(args, "brokers", None)
         overrides = {} if brokers is None else {"kafka_brokers": brokers}
-        settings = load_settings(StackSettings, **overrides)
+        # the stack settings and the alerting services' (ports, scrape targets)
+        settings = load_settings(AlertingSettings, **overrides)
         if args.stack_command == "up":
             started = time.monotonic()
-            rows = stack.up(settings, wipe=args.wipe, services=args.only or SERVICES)
+            services = [*(args.only or SERVICES), *(ALERTING_SERVICES if args.alerting else ())]
+            rows = stack.up(settings, wipe=args.wipe, services=services)
             print(_table(rows))
             print(f"stack up in {time.monotonic() - started:.1f}s")
             if settings.kafka_brokers > 1:

@@ -5,8 +5,9 @@ health check is left alone; a stale pid file is removed; otherwise the service i
 provisioned (cache), configured (stack dir), started detached and waited for. The
 three services start in parallel; the first failure is raised after all finished.
 
-Redis (gateway rate limits shared across replicas) is optional: ``up`` starts it
-only when named in ``services``; ``status`` lists it once started; ``down`` stops it.
+Redis (gateway rate limits shared across replicas) and the alerting services (Prometheus,
+Alertmanager and its webhook: ``infra/prometheus/launcher.py``) are optional: ``up`` starts
+them only when named in ``services``; ``status`` lists them once started; ``down`` stops them.
 
 Kafka is one service, ``kafka``, or with ``AICHAT_KAFKA_BROKERS=3`` the nodes ``kafka-1`` …
 ``kafka-3`` (``infra/kafka/launcher.py``). The name ``kafka`` in ``services`` means all of
@@ -48,6 +49,8 @@ from infra.proc import (
     terminate_group,
     write_pid,
 )
+from infra.prometheus.launcher import ALERTING_LAUNCHERS
+from infra.prometheus.settings import alerting_ports
 from infra.redis.launcher import RedisLauncher
 from infra.service import Launcher, ServicePaths, ServiceStatus, service_paths
 from infra.weaviate.launcher import WeaviateLauncher
@@ -60,9 +63,10 @@ LAUNCHERS: dict[str, Launcher] = {
     "elasticsearch": ElasticLauncher(),
     "weaviate": WeaviateLauncher(),
     "redis": _REDIS,
+    **ALERTING_LAUNCHERS,  # prometheus, alertmanager, alert-webhook (infra/prometheus/)
 }
 #: started only when asked for by name
-OPTIONAL_SERVICES: tuple[str, ...] = ("redis",)
+OPTIONAL_SERVICES: tuple[str, ...] = ("redis", *ALERTING_LAUNCHERS)
 KNOWN_SERVICES: tuple[str, ...] = (*SERVICES, *OPTIONAL_SERVICES)
 #: the names of the nodes of a multi-node Kafka, valid in ``services`` besides KNOWN_SERVICES
 KAFKA_NODE_NAMES: tuple[str, ...] = tuple(f"kafka-{i}" for i in range(1, MAX_KAFKA_NODES + 1))
@@ -86,7 +90,7 @@ def _launcher(name: str) -> Launcher:
 
 
 def _ports(settings: StackSettings) -> dict[str, tuple[int, ...]]:
-    return {**service_ports(settings), "redis": _REDIS.ports(settings)}
+    return {**service_ports(settings), "redis": _REDIS.ports(settings), **alerting_ports(settings)}
 
 
 def _running_pid(settings: StackSettings, paths: ServicePaths) -> int | None:

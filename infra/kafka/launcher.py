@@ -25,6 +25,7 @@ from infra.config import (
     kafka_node_ports,
 )
 from infra.errors import StackError
+from infra.kafka import tools
 from infra.kafka.topics import (
     ensure_topics,
     kafka_node_probe,
@@ -118,6 +119,13 @@ class KafkaLauncher:
         return f"kafka.Kafka {settings.service_dir(self.name) / 'config' / 'server.properties'}"
 
     def provision(self, settings: StackSettings) -> None:
+        self._provision_libs(settings)
+        try:  # the operators' bin/kafka-*.sh (infra/kafka/tools.py); the broker runs without
+            tools.install(settings)
+        except StackError as exc:
+            log.warning("%s: Kafka's command-line tools not installed: %s", self.name, exc)
+
+    def _provision_libs(self, settings: StackSettings) -> None:
         libs = libs_dir(settings)
         jar = libs / f"kafka_2.13-{KAFKA_VERSION}.jar"
         if jar.exists():
