@@ -60,7 +60,7 @@ from bench.common import (
     rss_mb,
 )
 from bench.eval import EVAL_ROOT, ensure_index, load_qrels, load_queries
-from infra import stack
+from infra import catalogue, stack
 from infra.cleanup import drop_isolated_state
 from infra.config import StackSettings
 from infra.kafka.topics import ensure_topics
@@ -298,7 +298,7 @@ def test_questions(data: Path) -> list[str]:
 
 def stack_groups() -> dict[str, int]:
     return {s.name: s.pid for s in stack.status(StackSettings()) if s.pid is not None
-            and s.name not in stack.OPTIONAL_SERVICES}
+            and s.name not in catalogue.OPTIONAL_SERVICES}
 
 
 def print_rows(title: str, rows: list[dict[str, Any]], cpu: bool) -> None:

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from infra import stack
+from infra import catalogue, stack
 from infra.config import SERVICES, kafka_bootstrap_servers
 from infra.errors import ServiceFailedToStart, StackError
 from infra.kafka import tools as kafka_tools
@@ -35,10 +35,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up.add_argument(
         "--only",
         nargs="+",
-        choices=(*SERVICES, *stack.OPTIONAL_SERVICES, *stack.KAFKA_NODE_NAMES),
+        choices=(*SERVICES, *catalogue.OPTIONAL_SERVICES, *catalogue.KAFKA_NODE_NAMES),
         metavar="SERVICE",
         help=f"start only these ({', '.join(SERVICES)}; optional: "
-        f"{', '.join(stack.OPTIONAL_SERVICES)}; or one Kafka node, kafka-2)",
+        f"{', '.join(catalogue.OPTIONAL_SERVICES)}; or one Kafka node, kafka-2)",
     )
     up.add_argument(
         "--brokers",

@@ -24,21 +24,9 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from infra.config import (
-    LOOPBACK_HOSTS,
-    MAX_KAFKA_NODES,
-    SERVICES,
-    StackSettings,
-    kafka_bootstrap_problem,
-    kafka_node_id,
-    kafka_node_names,
-    port_conflicts,
-    service_hosts,
-    service_ports,
-)
-from infra.elk.launcher import ElasticLauncher
+from infra import catalogue
+from infra.config import SERVICES, StackSettings, kafka_node_names
 from infra.errors import PortInUse, ServiceFailedToStart, StackError
-from infra.kafka.launcher import KafkaLauncher
 from infra.proc import (
     group_members,
     is_alive,
@@ -49,48 +37,9 @@ from infra.proc import (
     terminate_group,
     write_pid,
 )
-from infra.prometheus.launcher import ALERTING_LAUNCHERS
-from infra.prometheus.settings import alerting_ports
-from infra.redis.launcher import RedisLauncher
-from infra.service import Launcher, ServicePaths, ServiceStatus, service_paths
-from infra.weaviate.launcher import WeaviateLauncher
+from infra.service import ServicePaths, ServiceStatus, service_paths
 
 log = logging.getLogger(__name__)
-
-_REDIS = RedisLauncher()
-LAUNCHERS: dict[str, Launcher] = {
-    "kafka": KafkaLauncher(),
-    "elasticsearch": ElasticLauncher(),
-    "weaviate": WeaviateLauncher(),
-    "redis": _REDIS,
-    **ALERTING_LAUNCHERS,  # prometheus, alertmanager, alert-webhook (infra/prometheus/)
-}
-#: started only when asked for by name
-OPTIONAL_SERVICES: tuple[str, ...] = ("redis", *ALERTING_LAUNCHERS)
-KNOWN_SERVICES: tuple[str, ...] = (*SERVICES, *OPTIONAL_SERVICES)
-#: the names of the nodes of a multi-node Kafka, valid in ``services`` besides KNOWN_SERVICES
-KAFKA_NODE_NAMES: tuple[str, ...] = tuple(f"kafka-{i}" for i in range(1, MAX_KAFKA_NODES + 1))
-__all__ = [
-    "KAFKA_NODE_NAMES",
-    "KNOWN_SERVICES",
-    "OPTIONAL_SERVICES",
-    "ServiceStatus",
-    "down",
-    "init",
-    "status",
-    "up",
-]
-_NODE_LAUNCHERS: dict[str, Launcher] = {
-    name: KafkaLauncher(i, clustered=True) for i, name in enumerate(KAFKA_NODE_NAMES, start=1)
-}
-
-
-def _launcher(name: str) -> Launcher:
-    return LAUNCHERS.get(name) or _NODE_LAUNCHERS[name]
-
-
-def _ports(settings: StackSettings) -> dict[str, tuple[int, ...]]:
-    return {**service_ports(settings), "redis": _REDIS.ports(settings), **alerting_ports(settings)}
 
 
 def _running_pid(settings: StackSettings, paths: ServicePaths) -> int | None:
@@ -98,40 +47,16 @@ def _running_pid(settings: StackSettings, paths: ServicePaths) -> int | None:
     pid = read_pid(paths.pid_file)
     if pid is None:
         return None
-    marker = _launcher(paths.name).marker(settings)
+    marker = catalogue.launcher(paths.name).marker(settings)
     if is_alive(pid, marker) or any(is_alive(m, marker) for m in group_members(pid)):
         return pid
     return None
 
 
-def _found_kafka(settings: StackSettings, *, with_data: bool = False) -> list[str]:
-    """Kafka services of this stack dir outside the configured ones that have a pid file
-    (or, ``with_data``, any directory): a stack started with another node count."""
-    configured = set(kafka_node_names(settings))
-    found = []
-    for name in ("kafka", *KAFKA_NODE_NAMES):
-        paths = service_paths(settings, name)
-        if name not in configured and (
-            paths.pid_file.exists() or (with_data and paths.data.exists())
-        ):
-            found.append(name)
-    return found
-
-
-def _settings_for(settings: StackSettings, name: str, found: Sequence[str]) -> StackSettings:
-    """The settings a found node was started with: as many nodes as the highest one found."""
-    if name not in found:
-        return settings
-    if name == "kafka":
-        return settings.model_copy(update={"kafka_brokers": 1})
-    nodes = max(kafka_node_id(n) or 1 for n in found if n != "kafka")
-    return settings.model_copy(update={"kafka_brokers": max(nodes, settings.kafka_brokers)})
-
-
 def _status_of(settings: StackSettings, name: str) -> ServiceStatus:
-    ports = _ports(settings)[name]
+    ports = catalogue.ports(settings)[name]
     pid = _running_pid(settings, service_paths(settings, name))
-    healthy, detail = _launcher(name).probe(settings)
+    healthy, detail = catalogue.launcher(name).probe(settings)
     if healthy and pid is None:
         detail += " (not started by this stack)"
     return ServiceStatus(name, pid, ports, healthy, detail)
@@ -140,25 +65,16 @@ def _status_of(settings: StackSettings, name: str) -> ServiceStatus:
 def status(settings: StackSettings) -> list[ServiceStatus]:
     """The core services (each Kafka node), plus an optional one or a Kafka node of another
     node count that this stack started (it has a pid file)."""
-    found = _found_kafka(settings)
+    found = catalogue.found_kafka(settings)
     kafka = list(kafka_node_names(settings))
     if found and kafka == ["kafka"] and not service_paths(settings, "kafka").pid_file.exists():
         kafka = []  # started as a cluster (`up --brokers 3`): its nodes stand in for it
     names = [*kafka, *found, *SERVICES[1:]] + [
-        n for n in OPTIONAL_SERVICES if service_paths(settings, n).pid_file.exists()
+        n for n in catalogue.OPTIONAL_SERVICES if service_paths(settings, n).pid_file.exists()
     ]
     with ThreadPoolExecutor(len(names)) as pool:
-        return list(pool.map(lambda n: _status_of(_settings_for(settings, n, found), n), names))
-
-
-def _expand(settings: StackSettings, services: Sequence[str]) -> list[str]:
-    """``kafka`` → the configured nodes; other names as given (each once, in order)."""
-    names: list[str] = []
-    for name in services:
-        for one in kafka_node_names(settings) if name == "kafka" else (name,):
-            if one not in names:
-                names.append(one)
-    return names
+        return list(pool.map(
+            lambda n: _status_of(catalogue.settings_for(settings, n, found), n), names))
 
 
 def _stop(settings: StackSettings, name: str, *, wipe: bool) -> None:
@@ -175,47 +91,20 @@ def _stop(settings: StackSettings, name: str, *, wipe: bool) -> None:
 
 
 def down(
-    settings: StackSettings, *, wipe: bool = False, services: Sequence[str] = KNOWN_SERVICES
+    settings: StackSettings,
+    *,
+    wipe: bool = False,
+    services: Sequence[str] = catalogue.KNOWN_SERVICES,
 ) -> None:
     """SIGTERM each service's process group, SIGKILL after ``down_timeout_s``; idempotent.
 
     ``kafka`` stops every Kafka node this stack dir has, whatever the configured count."""
-    _check_names(services)
-    names = _expand(settings, services)
+    catalogue.check_names(services)
+    names = catalogue.expand(settings, services)
     if "kafka" in services:
-        names += [n for n in _found_kafka(settings, with_data=wipe) if n not in names]
+        names += [n for n in catalogue.found_kafka(settings, with_data=wipe) if n not in names]
     with ThreadPoolExecutor(len(names) or 1) as pool:
         list(pool.map(lambda n: _stop(settings, n, wipe=wipe), names))
-
-
-def _check_names(services: Sequence[str]) -> None:
-    unknown = sorted(set(services) - set(KNOWN_SERVICES) - set(KAFKA_NODE_NAMES))
-    if unknown:
-        raise StackError(f"unknown service(s) {unknown}; choose from {list(KNOWN_SERVICES)}")
-
-
-def _check_nodes(settings: StackSettings, names: Sequence[str]) -> None:
-    nodes = kafka_node_names(settings)
-    strangers = [n for n in names if kafka_node_id(n) is not None and n not in nodes]
-    if strangers:
-        raise StackError(
-            f"{', '.join(strangers)}: not a node of this stack, whose Kafka is "
-            f"{', '.join(nodes)} (AICHAT_KAFKA_BROKERS={settings.kafka_brokers})"
-        )
-
-
-def _check_settings(settings: StackSettings, services: Sequence[str]) -> None:
-    for name, host in service_hosts(settings).items():
-        if name in services and host not in LOOPBACK_HOSTS:
-            raise StackError(
-                f"{name}: host {host!r} is not local; the stack only runs on 127.0.0.1"
-            )
-    problems = port_conflicts(_ports(settings))
-    if problems:
-        raise StackError("port clash: " + "; ".join(problems))
-    problem = kafka_bootstrap_problem(settings)
-    if problem and any(kafka_node_id(n) is not None for n in services):
-        raise StackError(problem)
 
 
 def _fail(name: str, reason: str, paths: ServicePaths) -> ServiceFailedToStart:
@@ -228,7 +117,7 @@ def _wait_ready(
     settings: StackSettings, name: str, paths: ServicePaths, pid: int, *, ours: bool = True
 ) -> str:
     """Poll the health check until ``up_timeout_s``; a process we just started is stopped on timeout."""
-    launcher = _launcher(name)
+    launcher = catalogue.launcher(name)
     deadline = time.monotonic() + settings.up_timeout_s
     detail = "no answer yet"
     while time.monotonic() < deadline:
@@ -248,9 +137,9 @@ def _wait_ready(
 
 
 def _bring_up(settings: StackSettings, name: str) -> ServiceStatus:
-    launcher = _launcher(name)
+    launcher = catalogue.launcher(name)
     paths = service_paths(settings, name)
-    ports = _ports(settings)[name]
+    ports = catalogue.ports(settings)[name]
     paths.create()
     pid = _running_pid(settings, paths)
     spawned = False
@@ -296,10 +185,10 @@ def up(
     """Start the services that are not running (in parallel); raise the first failure.
 
     ``kafka`` is every configured node (all at once: a quorum forms only with most of them)."""
-    _check_names(services)
-    names = _expand(settings, services)
-    _check_nodes(settings, names)
-    _check_settings(settings, names)
+    catalogue.check_names(services)
+    names = catalogue.expand(settings, services)
+    catalogue.check_nodes(settings, names)
+    catalogue.check_settings(settings, names)
     if wipe:
         down(settings, wipe=True, services=services)
     with ThreadPoolExecutor(len(names) or 1) as pool:
@@ -317,7 +206,7 @@ def up(
 
 def init(settings: StackSettings, services: Sequence[str] = SERVICES) -> list[str]:
     """Only the idempotent setup steps, against services already running (e.g. docker compose)."""
-    _check_names(services)
-    names = _expand(settings, services)
-    _check_nodes(settings, names)
-    return [f"{name}: {_launcher(name).initialise(settings)}" for name in names]
+    catalogue.check_names(services)
+    names = catalogue.expand(settings, services)
+    catalogue.check_nodes(settings, names)
+    return [f"{name}: {catalogue.launcher(name).initialise(settings)}" for name in names]

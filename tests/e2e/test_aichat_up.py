@@ -15,7 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
-from infra import stack
+from infra import catalogue, stack
 from infra.config import StackSettings
 from streams.config import WorkerSettings
 from tests.support import drop_isolated_state, isolated_env
@@ -63,7 +63,7 @@ def test_up_answers_a_question_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> No
         assert "stopping the stack" not in log.read_text()
         # the core services it found; an optional one (Redis) it was not asked for is not its
         # business (CI once found a stale Redis pid file from an earlier run of the machine)
-        core = [s for s in stack.status(StackSettings()) if s.name not in stack.OPTIONAL_SERVICES]
+        core = [s for s in stack.status(StackSettings()) if s.name not in catalogue.OPTIONAL_SERVICES]
         assert core and all(s.healthy for s in core), core
     finally:
         if up.poll() is None:

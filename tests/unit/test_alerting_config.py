@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from infra import stack
+from infra import catalogue
 from infra.config import StackSettings
 from infra.prometheus import RULES_FILE, load_rules
 from infra.prometheus import webhook as hook
@@ -69,7 +69,7 @@ def test_plain_stack_settings_get_the_default_ports(tmp_path: Path) -> None:
     assert (settings.prometheus_port, settings.alertmanager_port, settings.alert_webhook_port) == \
         (9090, 9190, 9191)
     assert settings.stack_dir == tmp_path
-    assert set(ALERTING_SERVICES) <= set(stack.OPTIONAL_SERVICES)
+    assert set(ALERTING_SERVICES) <= set(catalogue.OPTIONAL_SERVICES)
 
 
 def test_promtool_accepts_the_rendered_config(tmp_path: Path) -> None:
