@@ -55,6 +55,7 @@ from query_gateway.config import GatewaySettings
 from query_gateway.connection import Connection
 from query_gateway.errors import HandshakeRefused, TooManyConnections, Unauthorized
 from query_gateway.health import Check, Readiness, default_checks
+from query_gateway.history import History
 from query_gateway.hub import Hub
 from query_gateway.metrics import AUTH_REFUSED
 from query_gateway.ratelimit import RateLimiter, build_rate_limiter
@@ -109,6 +110,8 @@ def create_app(
         transport if transport is not None else KafkaTransport(settings),
         limiter if limiter is not None else build_rate_limiter(settings),
     )
+    if transport is None:  # Kafka: conversations are read from it too
+        hub.history = History(settings)
     readiness = Readiness(settings.readiness_timeout_s, settings.readiness_cache_s)
 
     @asynccontextmanager
@@ -120,6 +123,8 @@ def create_app(
             try:
                 await hub.transport.start()
                 try:
+                    if hub.history is not None:
+                        await hub.history.start()
                     named = (
                         dict(checks)
                         if checks is not None
@@ -132,6 +137,8 @@ def create_app(
                 finally:
                     readiness.checks = None
                     await hub.aclose(settings.produce_timeout_s)
+                    if hub.history is not None:
+                        await hub.history.stop()
                     await hub.transport.stop()
             finally:
                 await hub.limiter.aclose()

@@ -66,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ask_.add_argument("--user", default=None, help="user of a minted token (default: $USER)")
     ask_.add_argument("--tenant", default="default", help="tenant of a minted token")
     ask_.add_argument("--cafile", default=None, help="CA bundle that signed a wss:// gateway")
+    ask_.add_argument("--conversation", default=None, metavar="ID",
+                      help="continue this conversation (its id is printed after every answer)")
     ask_.set_defaults(gateway_command="ask", func=run)
 
     token = subparsers.add_parser(
@@ -180,12 +182,16 @@ async def _run_ask(args: argparse.Namespace) -> int:
             return 2
     context = ssl.create_default_context(cafile=args.cafile) if args.cafile else None
     sources: list[dict[str, Any]] = []
+    conversation = args.conversation
     try:
         async for frame in ask(
-            args.url, args.question, top_k=args.top_k, filters=filters, token=token, ssl=context
+            args.url, args.question, top_k=args.top_k, filters=filters, token=token, ssl=context,
+            conversation_id=conversation,
         ):
             kind = frame.get("type")
-            if kind == "sources":
+            if kind == "ack":
+                conversation = frame.get("conversation_id") or conversation
+            elif kind == "sources":
                 sources = frame.get("sources", [])
             elif kind == "token":
                 print(printable(str(frame.get("delta", ""))), end="", flush=True)
@@ -194,6 +200,9 @@ async def _run_ask(args: argparse.Namespace) -> int:
                 _print_sources(sources)
                 timings = ", ".join(f"{k} {v:g} ms" for k, v in frame.get("timings_ms", {}).items())
                 print(f"\ntimings: {timings or '(none)'}")
+                if conversation:
+                    print(printable(f"conversation: {conversation} (continue it with "
+                                    f"--conversation {conversation})"))
                 return 0
             elif kind == "error":
                 print(

@@ -88,8 +88,12 @@ async def ask(
     open_timeout_s: float = 10.0,
     token: str | None = None,
     ssl: ssl_.SSLContext | None = None,
+    conversation_id: str | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Send one query; yield its frames up to and including ``done`` or ``error``.
+
+    ``conversation_id`` continues that conversation; without it the gateway starts one
+    and names it in the ``ack`` frame.
 
     Raises :class:`Unauthorized` / :class:`OriginNotAllowed` / :class:`TooManyConnections`
     when the gateway refuses the upgrade, :class:`GatewayUnreachable` when it cannot be reached, stays silent
@@ -102,6 +106,8 @@ async def ask(
         "top_k": top_k,
         "filters": dict(filters or {}),
     }
+    if conversation_id:
+        query["conversation_id"] = conversation_id
     try:
         async with connect_gateway(url, token=token, ssl=ssl, open_timeout_s=open_timeout_s) as ws:
             await ws.send(orjson.dumps(query).decode("utf-8"))

@@ -28,12 +28,15 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from query_gateway.dev_jwt import local_secret_path
+from query_gateway.experiments import ExperimentSettings
+from query_gateway.feedback import FeedbackSettings
 from streams.config import (
     ElasticSettings,
     KafkaSettings,
     ObservabilitySettings,
     WeaviateSettings,
 )
+from streams.conversation_settings import ConversationSettings
 from streams.settings_base import SettingsBase
 
 TENANT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -107,6 +110,9 @@ class GatewaySettings(
     KafkaSettings,
     WeaviateSettings,
     ElasticSettings,
+    ConversationSettings,
+    ExperimentSettings,
+    FeedbackSettings,
     ObservabilitySettings,
 ):
     """Kafka + readiness targets + auth + the gateway's own limits."""
@@ -264,6 +270,10 @@ class GatewaySettings(
     @property
     def queries_topic(self) -> str:
         return self.topic("queries")
+
+    @property
+    def feedback_topic(self) -> str:
+        return self.topic("feedback")
 
     @property
     def tls(self) -> bool:

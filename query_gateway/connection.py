@@ -34,7 +34,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from query_gateway import protocol
+from query_gateway import feedback, protocol
 from query_gateway.admission import UNKNOWN_CLIENT
 from query_gateway.auth import Principal, seconds_left
 from query_gateway.errors import (
@@ -49,6 +49,7 @@ from query_gateway.errors import (
     TokenExpired,
     TooManyInflight,
 )
+from query_gateway.history import ConversationsUnavailable
 from query_gateway.hub import CLOSE_FLUSH_S, ConnectionState, Ending, Hub, Phase
 from query_gateway.inflight import Inflight
 from query_gateway.metrics import FRAMES_REFUSED, OPEN_CONNECTIONS, RATE_LIMITED, SESSIONS_ENDED
@@ -216,6 +217,10 @@ class Connection:
                     await self._admit(frame)
                 elif isinstance(frame, protocol.CancelFrame):
                     await self._queries.cancel(frame.id)
+                elif isinstance(frame, protocol.HistoryFrame):
+                    await self._history(frame)
+                elif isinstance(frame, protocol.FeedbackFrame):
+                    await self._feedback(frame)
                 else:
                     await self._send(protocol.pong())
             except FrameRefused as exc:
@@ -249,6 +254,21 @@ class Connection:
                 retry_after=round(wait, 3),
             )
         self._queries.start(frame)
+
+    async def _history(self, frame: protocol.HistoryFrame) -> None:
+        """The caller's own turns of a conversation (query_gateway/history.py)."""
+        if self._hub.history is None:
+            raise ConversationsUnavailable("this gateway does not serve conversations",
+                                           client_id=frame.id)
+        await self._send(await self._hub.history.answer(self._principal, frame))
+
+    async def _feedback(self, frame: protocol.FeedbackFrame) -> None:
+        """A rating of one of the caller's own answered questions (query_gateway/feedback.py)."""
+        await feedback.submit(
+            self._hub.transport, self._hub.answered, self._principal, self.id, client_id=frame.id,
+            query_id=frame.query_id, rating=frame.rating, comment=frame.comment,
+        )
+        await self._send(protocol.feedback_ack(frame.id, frame.query_id))
 
     # -- writing -----------------------------------------------------------------------------
 

@@ -29,6 +29,9 @@ from query_gateway.admission import ConnectionCaps
 from query_gateway.auth import Principal
 from query_gateway.config import GatewaySettings
 from query_gateway.errors import GatewayError, ShuttingDown, SlowClient
+from query_gateway.experiments import Experiments
+from query_gateway.feedback import AnsweredQueries
+from query_gateway.history import History
 from query_gateway.metrics import CANCELLATIONS
 from query_gateway.ratelimit import FailOpen, LocalRateLimiter, RateLimiter
 from query_gateway.refusals import RefusalLog
@@ -124,6 +127,12 @@ class Hub:
         self.refusals = RefusalLog(settings.refusal_log_interval_s)
         self.connections: set[Session] = set()
         self.draining = False
+        #: the replica's view of the conversations topic (``history`` frames); None: not served
+        self.history: History | None = None
+        self.experiments = Experiments.from_settings(settings)  # a bad file fails at start
+        self.answered = AnsweredQueries(  # who asked what: feedback's ownership check
+            window_s=settings.feedback_window_s, remember=settings.feedback_remember
+        )
         self._budgets = FailOpen(self.limiter, timeout_s=settings.redis_timeout_s * 2)
         self._background: set[asyncio.Task[None]] = set()
 

@@ -24,6 +24,7 @@ from typing import Any
 from query_gateway import protocol
 from query_gateway.auth import Principal
 from query_gateway.errors import AnswerInterrupted, DeadlineExceeded, GatewayError, UnknownId
+from query_gateway.experiments import EXPERIMENT_FIRST_TOKEN, EXPERIMENT_QUERIES, Assignment
 from query_gateway.hub import CLOSE_FLUSH_S, Hub
 from query_gateway.metrics import ANSWERS_DROPPED, QUERIES, TIME_TO_DONE, TIME_TO_FIRST_TOKEN
 from query_gateway.refusals import excerpt
@@ -67,7 +68,12 @@ class Inflight:
         self._ending = ending
 
     def start(self, frame: protocol.QueryFrame) -> None:
-        task = asyncio.create_task(self._run(frame, time.perf_counter()), name=f"query-{frame.id}")
+        """Run the query in its own task; a variant the client may not choose is refused here."""
+        assignment = self._hub.experiments.assign(
+            self._principal.tenant, self._principal.user, requested=frame.variant, client_id=frame.id
+        )
+        task = asyncio.create_task(self._run(frame, time.perf_counter(), assignment),
+                                   name=f"query-{frame.id}")
         self.tasks[frame.id] = task
         task.add_done_callback(lambda t: self._forget(frame.id, t))
 
@@ -125,9 +131,10 @@ class Inflight:
 
     # -- one query ---------------------------------------------------------------------------
 
-    async def _run(self, frame: protocol.QueryFrame, started: float) -> None:
+    async def _run(self, frame: protocol.QueryFrame, started: float, assignment: Assignment) -> None:
         s = self._settings
         query_id = str(uuid.uuid4())
+        conversation_id = frame.conversation_id or str(uuid.uuid4())  # absent: a new one
         extra = {"query_id": query_id, "trace_id": query_id}
         budget_s = (s.answer_deadline_ms + s.answer_grace_ms) / 1000
         queue = self._hub.transport.register(query_id)
@@ -139,18 +146,23 @@ class Inflight:
                 tenant=self._principal.tenant,
                 user=self._principal.user,
                 text=frame.text,
-                top_k=frame.top_k,
+                top_k=assignment.top_k or frame.top_k,
                 filters=dict(frame.filters),
                 reply_to=ReplyRoute(topic=s.answers_topic, partition=s.gateway_reply_partition),
                 deadline=datetime.now(UTC) + timedelta(milliseconds=s.answer_deadline_ms),
+                conversation_id=conversation_id,
+                variant=assignment.variant,
+                experiment=assignment.experiment,
             )
             self._query_ids[frame.id] = query_id
             await self._hub.transport.publish(event)
+            self._hub.answered.asked(query_id, self._principal, assignment, self._session_id)
             logger.info(
                 "query %s published for client id %s", query_id, excerpt(frame.id), extra=extra
             )
-            await self._send(protocol.ack(frame.id, query_id))
-            outcome = await self._forward(frame.id, queue, started, started + budget_s, extra)
+            await self._send(protocol.ack(frame.id, query_id, conversation_id))
+            outcome = await self._forward(frame.id, queue, started, started + budget_s, extra,
+                                          assignment)
         except GatewayError as exc:  # kafka_unavailable, deadline_exceeded
             outcome = exc.code
             error_id = protocol.new_error_id()
@@ -166,6 +178,9 @@ class Inflight:
         finally:
             self._hub.transport.unregister(query_id)
         QUERIES.labels(outcome=outcome).inc()
+        EXPERIMENT_QUERIES.labels(assignment.experiment, assignment.variant, outcome).inc()
+        if outcome == "done":
+            self._hub.answered.answered(query_id)  # it may be rated now (query_gateway/feedback.py)
 
     async def _forward(
         self,
@@ -174,6 +189,7 @@ class Inflight:
         started: float,
         give_up_at: float,
         extra: dict[str, str],
+        assignment: Assignment,
     ) -> str:
         # what went out, by seq: an answerer that restarts replays the query from seq 0;
         # a replayed event equal to the one sent is dropped, a different one ends the query
@@ -210,6 +226,7 @@ class Inflight:
             if answer.kind == "token" and first_token:
                 first_token = False
                 TIME_TO_FIRST_TOKEN.observe(elapsed)
+                EXPERIMENT_FIRST_TOKEN.labels(assignment.experiment, assignment.variant).observe(elapsed)
             elif answer.kind == "done":
                 out["timings_ms"]["gateway_total"] = round(elapsed * 1000, 1)
                 TIME_TO_DONE.observe(elapsed)

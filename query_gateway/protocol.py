@@ -5,6 +5,16 @@ Client → server (JSON text frames)::
     {"type": "query", "id": "q1", "text": "…", "top_k": 5, "filters": {"lang": "en"}}
     {"type": "cancel", "id": "q1"}
     {"type": "ping"}
+    {"type": "history", "id": "h1", "conversation_id": "…"}
+
+A query may name the ``conversation_id`` it continues; without one the gateway starts a
+conversation, and ``ack`` says which. ``history`` answers with the caller's own turns
+(query_gateway/history.py).
+
+A query frame may carry ``"variant"`` only where the operator allows it
+(query_gateway/experiments.py). ``{"type": "feedback", "id": "f1", "query_id": "…",
+"rating": 1 | -1, "comment": "…"}`` rates one of the caller's own answered questions
+(query_gateway/feedback.py); it is answered with ``feedback_ack``.
 
 Server → client, per client ``id``: ``ack`` (with the ``query_id``), ``sources``,
 many ``token`` (``delta``), then ``done`` (``timings_ms``) or ``error`` (``code``,
@@ -27,7 +37,14 @@ import uuid
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from query_gateway.errors import (
     BadFrame,
@@ -39,8 +56,10 @@ from query_gateway.errors import (
 )
 from query_gateway.refusals import excerpt
 from schemas.codec import load_object
+from schemas.conversations import ConversationId
 from schemas.errors import NotAJsonObject
-from schemas.events import TOP_K_MAX, AnswerEvent, Source
+from schemas.events import TOP_K_MAX, AnswerEvent, FollowUp, Source
+from schemas.feedback import MAX_COMMENT_CHARS
 
 #: validation problems named in one ``invalid_query`` message, at most
 MAX_PROBLEMS = 5
@@ -60,6 +79,8 @@ class QueryFrame(_Frame):
     text: str
     top_k: int = Field(5, ge=1, le=TOP_K_MAX)
     filters: dict[FilterKey, FilterValue] = Field(default_factory=dict, max_length=32)
+    conversation_id: ConversationId | None = None
+    variant: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
 
 
 class CancelFrame(_Frame):
@@ -71,12 +92,36 @@ class PingFrame(_Frame):
     type: Literal["ping"]
 
 
-ClientFrame = QueryFrame | CancelFrame | PingFrame
+class HistoryFrame(_Frame):
+    type: Literal["history"]
+    id: ClientId
+    conversation_id: ConversationId
 
-_FRAMES: dict[str, type[QueryFrame] | type[CancelFrame] | type[PingFrame]] = {
+
+class FeedbackFrame(_Frame):
+    type: Literal["feedback"]
+    id: ClientId
+    query_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    rating: Literal[1, -1]
+    comment: str = Field("", max_length=MAX_COMMENT_CHARS)
+
+    @field_validator("rating", mode="before")
+    @classmethod
+    def _integer(cls, value: object) -> object:
+        if type(value) is not int:  # not true/false, not 1.0
+            raise ValueError("rating must be the integer 1 or -1")
+        return value
+
+
+ClientFrame = QueryFrame | CancelFrame | PingFrame | HistoryFrame | FeedbackFrame
+
+_FRAMES: dict[str, type[QueryFrame] | type[CancelFrame] | type[PingFrame] | type[HistoryFrame]
+              | type[FeedbackFrame]] = {
     "query": QueryFrame,
     "cancel": CancelFrame,
     "ping": PingFrame,
+    "history": HistoryFrame,
+    "feedback": FeedbackFrame,
 }
 
 
@@ -135,24 +180,33 @@ def dumps(frame: dict[str, Any]) -> str:
     return orjson.dumps(frame).decode("utf-8")
 
 
-def ack(client_id: str, query_id: str) -> dict[str, Any]:
-    return {"type": "ack", "id": client_id, "query_id": query_id}
+def ack(client_id: str, query_id: str, conversation_id: str | None = None) -> dict[str, Any]:
+    frame = {"type": "ack", "id": client_id, "query_id": query_id}
+    if conversation_id:
+        frame["conversation_id"] = conversation_id
+    return frame
 
 
-def sources(client_id: str, items: list[Source]) -> dict[str, Any]:
-    return {
+def sources(client_id: str, items: list[Source], followup: FollowUp | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {
         "type": "sources",
         "id": client_id,
         "sources": [s.model_dump(mode="json") for s in items],
     }
+    if followup is not None:
+        frame["followup"] = followup.model_dump(mode="json")
+    return frame
 
 
 def token(client_id: str, delta: str) -> dict[str, Any]:
     return {"type": "token", "id": client_id, "delta": delta}
 
 
-def done(client_id: str, timings_ms: dict[str, float]) -> dict[str, Any]:
-    return {"type": "done", "id": client_id, "timings_ms": timings_ms}
+def done(client_id: str, timings_ms: dict[str, float], cached: bool = False) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "done", "id": client_id, "timings_ms": timings_ms}
+    if cached:  # answered from the answer cache (streams/answer_cache.py)
+        frame["cached"] = True
+    return frame
 
 
 def error(client_id: str | None, code: str, message: str, error_id: str) -> dict[str, Any]:
@@ -179,6 +233,10 @@ def new_error_id() -> str:
     return str(uuid.uuid4())
 
 
+def feedback_ack(client_id: str, query_id: str) -> dict[str, Any]:
+    return {"type": "feedback_ack", "id": client_id, "query_id": query_id}
+
+
 def pong() -> dict[str, Any]:
     return {"type": "pong"}
 
@@ -186,11 +244,11 @@ def pong() -> dict[str, Any]:
 def answer_frame(client_id: str, event: AnswerEvent) -> dict[str, Any]:
     """The frame a client sees for one answer event (``done`` timings as sent by the answerer)."""
     if event.kind == "sources":
-        return sources(client_id, event.sources)
+        return sources(client_id, event.sources, event.followup)
     if event.kind == "token":
         return token(client_id, event.delta)
     if event.kind == "done":
-        return done(client_id, dict(event.timings_ms))
+        return done(client_id, dict(event.timings_ms), event.cached)
     if event.error is not None:
         return error(client_id, event.error.code, event.error.message, event.error.error_id)
     return error(

@@ -21,6 +21,7 @@ from query_gateway.errors import KafkaUnavailable
 from query_gateway.routing import AnswerQueue, AnswerRouter
 from schemas.codec import encode
 from schemas.events import QueryCancelled, QueryEvent, cancellation_headers
+from schemas.feedback import FeedbackGiven
 
 logger = logging.getLogger(__name__)
 
@@ -104,17 +105,22 @@ class KafkaTransport:
     async def cancel(self, event: QueryCancelled) -> None:
         await self._send(event, "the cancellation", headers=cancellation_headers())
 
+    async def publish_feedback(self, event: FeedbackGiven) -> None:
+        """A rating onto ``feedback`` (query_gateway/feedback.py), keyed by ``query_id``."""
+        await self._send(event, "the feedback", topic=self._settings.feedback_topic)
+
     async def _send(
         self,
-        event: QueryEvent | QueryCancelled,
+        event: QueryEvent | QueryCancelled | FeedbackGiven,
         what: str,
         *,
         headers: list[tuple[str, bytes]] | None = None,
+        topic: str | None = None,
     ) -> None:
-        """Produce onto ``queries``, keyed by ``query_id``, and wait for the broker's ack."""
+        """Produce onto ``queries`` (or ``topic``), keyed by ``query_id``; wait for the broker's ack."""
         if self._producer is None:
             raise KafkaUnavailable("the gateway is not connected to Kafka")
-        topic = self._settings.queries_topic
+        topic = topic or self._settings.queries_topic
         try:
             await asyncio.wait_for(
                 self._producer.send_and_wait(

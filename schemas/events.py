@@ -209,7 +209,14 @@ class QueryEvent(Event):
     )
     reply_to: ReplyRoute
     variant: str = "default"
+    experiment: str = Field(
+        "", max_length=64,
+        description="the A/B test that assigned the variant (query_gateway/experiments.py); empty: none")
     deadline: datetime = Field(description="answer by then or end with an error")
+    conversation_id: str = Field(
+        "", pattern=r"^[A-Za-z0-9_.:-]{0,64}$",
+        description="the conversation this question continues (schemas/conversations.py); "
+        "empty: it stands alone")
 
 
 #: Kafka header that marks a record on ``queries`` that is not a ``QueryEvent``
@@ -266,6 +273,16 @@ class AnswerError(BaseModel):
 AnswerKind = Literal["sources", "token", "done", "error"]
 
 
+class FollowUp(BaseModel):
+    """How a question of a conversation was searched (on its ``sources`` event)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    method: Literal["offline", "rewrite"]
+    turns: int = Field(ge=1, description="earlier turns used")
+    rewrite: str = Field("", description="the standalone question the model wrote (method rewrite)")
+
+
 class AnswerEvent(Event):
     """``answers`` topic, on the partition named by the query's ``reply_to``."""
 
@@ -276,6 +293,9 @@ class AnswerEvent(Event):
     sources: list[Source] = Field(default_factory=list)
     timings_ms: dict[str, float] = Field(default_factory=dict)
     error: AnswerError | None = None
+    cached: bool = Field(False, description="done: answered from the answer cache "
+                         "(streams/answer_cache.py)")
+    followup: FollowUp | None = Field(None, description="sources of a follow-up question")
 
 
 class DeadLetter(Event):

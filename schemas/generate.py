@@ -8,13 +8,14 @@ from pathlib import Path
 import orjson
 
 from schemas.events import TOPIC_EVENTS
+from schemas.feedback import FEEDBACK_TOPIC_EVENTS
 
 JSON_DIR = Path(__file__).with_name("json")
 
 
 def render() -> dict[str, bytes]:
     files = {}
-    for topic, model in TOPIC_EVENTS.items():
+    for topic, model in {**TOPIC_EVENTS, **FEEDBACK_TOPIC_EVENTS}.items():
         schema = model.model_json_schema(mode="validation")
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"aichat/{topic}/{model.__name__}.schema.json"

@@ -16,12 +16,20 @@ import faust
 from streams.config import WorkerSettings
 
 
+def app_id(settings: WorkerSettings, role: str) -> str:
+    """The role's consumer group; the ingest workers of an index generation
+    (``AICHAT_INDEX_GENERATION``, infra/generations.py) have their own, so that they read
+    ``documents`` again from its beginning: ``<prefix>aichat-ingest.<generation>``."""
+    group = f"{settings.topic_prefix}aichat-{role}"
+    return f"{group}.{settings.index_generation}" if settings.index_generation and role == "ingest" else group
+
+
 def create_app(settings: WorkerSettings, role: str) -> faust.App:
     datadir = settings.worker_data_dir / role
     datadir.mkdir(parents=True, exist_ok=True)
     brokers = ";".join(f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(","))
     return faust.App(
-        f"{settings.topic_prefix}aichat-{role}",
+        app_id(settings, role),
         broker=brokers,
         store="memory://",
         autodiscover=False,

@@ -7,6 +7,9 @@
     aichat ingest PATH…            publish documents
     aichat ask "question"          ask over the websocket and print the streamed answer
     aichat rebuild                 drop the vector index and re-index it from documents
+    aichat reindex start|status|switch|rollback|drop   a new collection behind the serving alias
+    aichat backup create|list|restore   Weaviate + Elasticsearch copies and their Kafka offsets
+    aichat experiments report NAME      an A/B test's variants compared (feedback, latency, answers)
 
 Settings come from ``AICHAT_*`` environment variables and ``.env`` (streams/config.py);
 logging is configured here, once, for the whole process.
@@ -48,12 +51,14 @@ def quiet_authlib_httpx_warning() -> None:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from infra.generations import generation_settings
     from infra.provision import ensure_worker_topics, worker_setup
     from streams.config import WorkerSettings, load_settings
     from streams.worker import run
 
     overrides = {"worker_web_port": args.web_port} if args.web_port else {}
-    settings = load_settings(WorkerSettings, **overrides)
+    # an ingest worker of an index generation writes that collection (aichat reindex)
+    settings = generation_settings(load_settings(WorkerSettings, **overrides), args.role)
     # provisioning is the entry point's: topics now, the role's collections and index
     # templates as setup steps the worker runs before its clients start
     ensure_worker_topics(settings)
@@ -69,7 +74,10 @@ def _up(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from infra import cli as infra_cli
     from infra import rebuild
+    from infra.backup import cli as backup_cli
     from infra.elk import cli as elk_cli
+    from infra.experiments import cli as experiments_cli
+    from infra.reindex import cli as reindex_cli
     from ingest import cli as ingest_cli
     from query_gateway import cli as gateway_cli
     from streams.agents import ROLES
@@ -97,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     infra_cli.register(sub)
     rebuild.register(sub)
+    reindex_cli.register(sub)
+    backup_cli.register(sub)
     elk_cli.register(sub)
+    experiments_cli.register(sub)
     ingest_cli.register(sub)
     gateway_cli.register(sub)
     return parser

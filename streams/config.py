@@ -24,18 +24,33 @@ from pydantic import Field, FilePath, SecretStr, ValidationError, ValidationInfo
 from pydantic_settings import BaseSettings
 
 from schemas.events import TOP_K_MAX
+from streams.answer_cache_settings import AnswerCacheSettings
+from streams.conversation_settings import ConversationSettings
 from streams.errors import ConfigError
 from streams.settings_base import ENV_PREFIX, SettingsBase
 
 _SECRETISH = re.compile(r"key|secret|password|token", re.IGNORECASE)
 
 
+#: the topics between the chunker and the indexer: each index generation has its own
+PIPELINE_TOPICS = ("chunks", "embeddings")
+
+
 class KafkaSettings(SettingsBase):
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
     topic_prefix: str = Field("", description="prefix of every topic name, e.g. 'staging.'")
     topic_partitions: int = Field(4, ge=1, le=256, description="partitions of new topics")
+    index_generation: str = Field(
+        "", pattern=r"^([A-Z][A-Za-z0-9_]*)?$",
+        description="the ingest role writes this physical Weaviate collection, an index "
+        "generation made by `aichat reindex start`, in a consumer group and through "
+        "chunks/embeddings topics of its own (`aichat-ingest.<name>`, `chunks.<name>`); "
+        "empty: it writes AICHAT_WEAVIATE_COLLECTION itself (infra/generations.py)",
+    )
 
     def topic(self, name: str) -> str:
+        if self.index_generation and name in PIPELINE_TOPICS:
+            return f"{self.topic_prefix}{name}.{self.index_generation}"
         return f"{self.topic_prefix}{name}"
 
 
@@ -213,6 +228,8 @@ class WorkerSettings(
     ModelSettings,
     RetrievalSettings,
     GeneratorSettings,
+    ConversationSettings,
+    AnswerCacheSettings,
     ObservabilitySettings,
 ):
     """One Faust worker process (any subset of the five agents)."""

@@ -132,6 +132,8 @@ def _summary(dataset: str, data: dict[str, Any]) -> str:
         return f"query {data.get('query_id')}: {str(data.get('text'))[:200]}"
     if dataset == "answers":
         return f"answer {data.get('kind')} #{data.get('seq')} of {data.get('query_id')}"
+    if dataset == "feedback":  # streams/feedback.py
+        return f"rating {data.get('rating')} of query {data.get('query_id')}: {str(data.get('comment') or '')[:200]}"
     return dataset
 
 

@@ -21,3 +21,5 @@ class Passage:
     source_uri: str = ""
     #: cosine similarity of the question and the chunk vectors (None without a vector search)
     similarity: float | None = None
+    #: the document version the chunk belongs to (None when the store did not say)
+    version: int | None = None

@@ -88,6 +88,8 @@ class AgentContext:
     retry: Backoff = field(default_factory=lambda: AGENT_RETRY)
     #: run before the clients start, in order (given by the entry point)
     setup: Sequence[SetupStep] = ()
+    #: clients an agent made at registration (the answer cache), started and stopped with these
+    extra: list[Lifecycle] = field(default_factory=list)
 
     @property
     def model(self) -> Embedder:
@@ -105,7 +107,7 @@ class AgentContext:
         return _required(self.sink, "elasticsearch")
 
     def resources(self) -> list[Lifecycle]:
-        started: list[object] = [self.store, self.sink, self.embedder, self.generator]
+        started: list[object] = [self.store, self.sink, self.embedder, self.generator, *self.extra]
         return [r for r in started if isinstance(r, Lifecycle)]
 
     async def send(

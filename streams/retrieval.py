@@ -19,6 +19,7 @@ from schemas.events import QueryEvent
 from streams.config import RetrievalSettings
 from streams.embedding import Embedder
 from streams.errors import ModelMismatch
+from streams.followups import SearchPlan
 from streams.keywords import language
 from streams.metrics import EMBED_SECONDS, SEARCH_SECONDS
 from streams.passages import Passage
@@ -86,12 +87,11 @@ class Retrieved:
 class Retriever:
     def __init__(self, embedder: Embedder, store: VectorStore, settings: RetrievalSettings) -> None:
         self.embedder, self.store, self.settings = embedder, store, settings
-        self._model_checked = False
 
     async def check_model(self) -> None:
-        """Refuse to search an index whose vectors come from another model than ours."""
-        if self._model_checked:
-            return
+        """Refuse to search an index whose vectors come from another model than ours. Asked
+        on every query: the store keeps the answer and reads it again now and then, since an
+        alias may point at another collection (``aichat reindex switch``)."""
         held = await self.store.index_model()
         if held is not None and held != self.embedder.model_name:
             raise ModelMismatch(
@@ -99,22 +99,27 @@ class Retriever:
                 f"embeds questions with {self.embedder.model_name!r}: set AICHAT_EMBED_MODEL to "
                 "the index's model, or re-index (aichat rebuild)"
             )
-        self._model_checked = held is not None
 
-    async def retrieve(self, query: QueryEvent) -> Retrieved:
+    async def retrieve(self, query: QueryEvent, plan: SearchPlan | None = None) -> Retrieved:
+        """Search for ``query``; a follow-up's ``plan`` (streams/followups.py) gives the text
+        and vector to search instead of the question's."""
         await self.check_model()
+        text = plan.text if plan is not None else query.text
         top_k = max(1, min(query.top_k, self.settings.top_k_max))
         fusion, variant = variant_fusion(query.variant, self.settings.hybrid_fusion)
-        alpha = variant_alpha(variant, default_alpha(query.text, self.settings))
+        language_of = (plan.language_of or text) if plan is not None else text
+        alpha = variant_alpha(variant, default_alpha(language_of, self.settings))
         started = time.perf_counter()
         vector: list[float] = [0.0] * max(self.embedder.dim, 1)
-        if alpha > 0:  # BM25 alone needs no query vector
+        if alpha > 0 and plan is not None and plan.vector is not None:
+            vector = plan.vector
+        elif alpha > 0:  # BM25 alone needs no query vector
             with EMBED_SECONDS.labels("answerer").time():
-                vector = (await self.embedder.embed_query(query.text)).tolist()
+                vector = (await self.embedder.embed_query(text)).tolist()
         embedded = time.perf_counter()
         with SEARCH_SECONDS.time():
             candidates = await self.store.hybrid_search(
-                query.text, vector, tenant=query.tenant, top_k=top_k * CANDIDATES_PER_RESULT,
+                text, vector, tenant=query.tenant, top_k=top_k * CANDIDATES_PER_RESULT,
                 alpha=alpha, filters=query.filters, fusion=fusion,
             )
         done = time.perf_counter()

@@ -17,6 +17,9 @@ Elasticsearch lacks):
   conditional write (``if_seq_no``) on what was just read, so a ``done`` shipped
   concurrently by another shipper is never overwritten (a lost race re-plans).
 
+A ``feedback`` record (a rating) writes ``aichat.feedback`` into the summary of the
+same tenant and user only (streams/feedback.py).
+
 ``aichat.outcome`` therefore ends as done/error code if the answer ended, else
 ``cancelled`` if the query was cancelled, else ``pending``, whatever the order.
 
@@ -37,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from streams import feedback
 from streams.es_documents import EsDocument, StoredDocument, summary_index
 from streams.metrics import SHIPPER_SUMMARIES
 
@@ -44,7 +48,7 @@ log = logging.getLogger(__name__)
 
 DATASET = "aichat.summary"
 QUESTION_FIELDS = ("query_id", "session_id", "tenant", "user", "text", "top_k", "filters",
-                   "variant", "deadline")
+                   "variant", "experiment", "deadline")
 MAX_ANSWER_CHARS = 100_000
 
 
@@ -197,6 +201,7 @@ def question_update(index: str, source: Mapping[str, Any]) -> EsDocument | None:
 class Plan:
     updates: list[EsDocument]
     states: dict[str, AnswerState]
+    feedback: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (result, query id)
 
 
 class SummaryBuilder:
@@ -215,6 +220,7 @@ class SummaryBuilder:
         and every cancelled query (its write is conditional on what it reads)."""
         ids = {q for q in (_answer_query_id(d) for d in docs) if q is not None and q not in self._open}
         ids.update(q for q in (_cancelled_query_id(d) for d in docs) if q is not None)
+        ids.update(q for q in (feedback.feedback_query_id(d) for d in docs) if q is not None)
         return sorted(ids)
 
     def plan(self, docs: Sequence[EsDocument], stored: Mapping[str, StoredDocument]) -> Plan:
@@ -227,6 +233,7 @@ class SummaryBuilder:
         updates: list[EsDocument] = []
         states: dict[str, AnswerState] = {}
         changed: list[str] = []
+        asked: dict[str, feedback.Owner] = {}  # questions of this batch: whose they are
         for d in docs:
             dataset = d.source.get("event", {}).get("dataset")
             if dataset == "aichat.queries":
@@ -238,6 +245,8 @@ class SummaryBuilder:
                 update = question_update(self.index, d.source)
                 if update is not None:
                     updates.append(update)
+                    if (owner := feedback.owner_of(d.source)) is not None:
+                        asked[update.id] = owner
                 continue
             query_id = _answer_query_id(d)
             if query_id is None:
@@ -256,10 +265,12 @@ class SummaryBuilder:
                           (d.source.get("trace") or {}).get("id")) and query_id not in changed:
                 changed.append(query_id)
         updates.extend(states[q].update(self.index) for q in changed)
-        return Plan([*cancels, *updates], {q: states[q] for q in changed})
+        rated, results = feedback.plan_feedback(self.index, docs, stored, asked)  # after the questions
+        return Plan([*cancels, *updates, *rated], {q: states[q] for q in changed}, results)
 
     def commit(self, plan: Plan) -> None:
         """Elasticsearch took the plan's updates: remember open queries, forget finished ones."""
+        feedback.count(plan.feedback)
         for query_id, state in plan.states.items():
             if state.finished:
                 self._open.pop(query_id, None)

@@ -11,7 +11,8 @@ from faust.types import TopicT
 
 from streams.config import KafkaSettings
 
-TOPIC_NAMES = ("documents", "chunks", "embeddings", "indexed", "queries", "answers", "dlq", "logs")
+TOPIC_NAMES = ("documents", "chunks", "embeddings", "indexed", "queries", "answers", "dlq", "logs",
+               "feedback")
 
 
 def raw_topic(app: faust.App, *names: str) -> TopicT:
@@ -34,6 +35,7 @@ class Topics:
     answers: TopicT
     dlq: TopicT
     logs: TopicT
+    feedback: TopicT
     names: dict[str, str]
 
     @classmethod

@@ -10,12 +10,18 @@ what a chunk is written as and how a hit reads back are streams/weaviate_objects
 The store only connects: its collections are created before it starts, by whoever starts
 the process (``aichat worker`` through infra/weaviate/provision.py). At run time it adds
 the filterable property of a metadata key seen for the first time (:func:`add_property`).
+
+The collection it searches may be an alias (``aichat reindex``) that moves to another
+collection while the process runs: the index's model is read again every
+:data:`MODEL_RECHECK_S`, and a search that finds no such collection is tried again for
+:data:`MISSING_COLLECTION_WAIT_S` (the moment a real collection is replaced by its alias).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -55,6 +61,11 @@ SEARCH_PROPS = ["keywords"]
 #: a delete that matched this many objects or more is repeated until one matches none:
 #: Weaviate removes at most QUERY_MAXIMUM_RESULTS objects per call (10,000 by default)
 DELETE_REPEAT_AT = 100
+#: seconds after which the index's model is read again: behind an alias it may have changed
+MODEL_RECHECK_S = 5.0
+#: how long a search retries "no such collection", every 50 ms: the few milliseconds between
+#: deleting a real collection and creating the alias of the same name in its place
+MISSING_COLLECTION_WAIT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +117,7 @@ class WeaviateStore:
         self._client: weaviate.WeaviateAsyncClient | None = None
         self._properties: set[str] = set()
         self._model: str | None = None  # of the collection's vectors, once known
+        self._model_read_at = -MODEL_RECHECK_S  # time.monotonic() of the last read
 
     async def start(self) -> None:
         s = self.settings
@@ -191,17 +203,21 @@ class WeaviateStore:
 
     async def index_model(self) -> str | None:
         """The embedding model of the vectors in the collection (None when it is empty;
-        "" for chunks written before the model was recorded)."""
-        if self._model is not None:
+        "" for chunks written before the model was recorded); read again after
+        :data:`MODEL_RECHECK_S`, since an alias may point at another collection by then."""
+        now = time.monotonic()
+        if self._model is not None and now - self._model_read_at < MODEL_RECHECK_S:
             return self._model
         try:
             result = await within(self.settings.weaviate_timeout_s, self._collection.query.fetch_objects(
                 limit=1, return_properties=["model"]), "reading the index's model")
         except WeaviateBaseError as exc:
+            if self._model is not None:
+                return self._model  # the last known one: read again on the next call
             raise DependencyUnavailable(f"Weaviate: cannot read the index's model: {exc}") from exc
         if not result.objects:
-            return None
-        self._model = str(result.objects[0].properties.get("model") or "")
+            return self._model
+        self._model, self._model_read_at = str(result.objects[0].properties.get("model") or ""), now
         return self._model
 
     async def _refuse_other_models(self, items: Sequence[ChunkVector]) -> None:
@@ -251,22 +267,29 @@ class WeaviateStore:
         unknown = metadata_properties(filters) - self._properties
         if unknown and unknown - await self._load_properties():
             return []  # no document has that metadata key: nothing can match
-        try:
-            result = await within(self.settings.weaviate_timeout_s, self._collection.query.hybrid(
-                query=keyword_field(text) or text,
-                vector=list(vector),
-                alpha=alpha,
-                limit=top_k,
-                query_properties=SEARCH_PROPS,
-                filters=build_filter(tenant, filters),
-                return_metadata=MetadataQuery(score=True),
-                return_properties=RETURN_PROPS,
-                include_vector=alpha > 0,  # for each passage's similarity to the question
-                fusion_type=HybridFusion.RANKED if fusion == "ranked" else HybridFusion.RELATIVE_SCORE,
-            ), "a search")
-        except (WeaviateConnectionError, WeaviateQueryError) as exc:
-            raise DependencyUnavailable(f"Weaviate search failed: {exc}") from exc
-        return passages(result.objects, vector if alpha > 0 else None)
+        give_up_at = time.monotonic() + MISSING_COLLECTION_WAIT_S
+        while True:
+            try:
+                result = await within(self.settings.weaviate_timeout_s, self._collection.query.hybrid(
+                    query=keyword_field(text) or text,
+                    vector=list(vector),
+                    alpha=alpha,
+                    limit=top_k,
+                    query_properties=SEARCH_PROPS,
+                    filters=build_filter(tenant, filters),
+                    return_metadata=MetadataQuery(score=True),
+                    return_properties=RETURN_PROPS,
+                    include_vector=alpha > 0,  # for each passage's similarity to the question
+                    fusion_type=HybridFusion.RANKED if fusion == "ranked" else HybridFusion.RELATIVE_SCORE,
+                ), "a search")
+                return passages(result.objects, vector if alpha > 0 else None)
+            except WeaviateQueryError as exc:
+                if "could not find class" in str(exc) and time.monotonic() < give_up_at:
+                    await asyncio.sleep(0.05)  # an alias is taking the collection's place
+                    continue
+                raise DependencyUnavailable(f"Weaviate search failed: {exc}") from exc
+            except WeaviateConnectionError as exc:
+                raise DependencyUnavailable(f"Weaviate search failed: {exc}") from exc
 
     async def count(self, tenant: str | None = None) -> int:
         where = tenant_filter(tenant) if tenant else None

@@ -79,6 +79,12 @@ def passages(objects: Sequence[Object[Any, Any]], vector: Sequence[float] | None
             score=float(obj.metadata.score or 0.0),
             source_uri=str(obj.properties.get("source_uri") or ""),
             similarity=_cosine(query, obj.vector),
+            version=_version(obj.properties.get("version")),
         )
         for obj in objects
     ]
+
+
+def _version(value: Any) -> int | None:
+    """A chunk's ``version`` property (Weaviate returns JSON numbers: maybe a float)."""
+    return None if value is None else int(value)

@@ -37,7 +37,15 @@ def es_home(settings: StackSettings) -> Path:
     return settings.cache_dir / f"elasticsearch-{ES_VERSION}"
 
 
-def render_elasticsearch_yml(settings: StackSettings, data_dir: Path, logs_dir: Path) -> str:
+def snapshots_dir(stack_dir: Path) -> Path:
+    """The local node's ``path.repo``: where ``aichat backup`` keeps its ``fs`` snapshot
+    repository (beside ``data/``, so a lost data directory leaves the snapshots)."""
+    return stack_dir / "elasticsearch" / "snapshots"
+
+
+def render_elasticsearch_yml(
+    settings: StackSettings, data_dir: Path, logs_dir: Path, repo_dir: Path | None = None
+) -> str:
     """``elasticsearch.yml`` of a single local node, security off (pure)."""
     ports = elastic_ports(settings)
     lines = {
@@ -49,6 +57,7 @@ def render_elasticsearch_yml(settings: StackSettings, data_dir: Path, logs_dir: 
         "discovery.type": "single-node",
         "path.data": str(data_dir),
         "path.logs": str(logs_dir),
+        "path.repo": str(repo_dir or snapshots_dir(settings.stack_dir)),
         "xpack.security.enabled": "false",
         "xpack.ml.enabled": "false",
         "action.destructive_requires_name": "false",
@@ -139,7 +148,9 @@ class ElasticLauncher:
                 dest.mkdir(parents=True, exist_ok=True)
             elif not dest.exists():
                 shutil.copy2(src, dest)
-        yml = render_elasticsearch_yml(settings, paths.data, paths.logs)
+        repo = snapshots_dir(settings.stack_dir)
+        repo.mkdir(parents=True, exist_ok=True)  # under paths.root: chowned below with the rest
+        yml = render_elasticsearch_yml(settings, paths.data, paths.logs, repo)
         (paths.config / "elasticsearch.yml").write_text(yml, encoding="utf-8")
         run_as = service_user(settings.service_user)
         if run_as is not None:

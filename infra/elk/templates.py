@@ -186,6 +186,12 @@ async def ensure_index_templates(settings: ElasticSettings) -> list[str]:
         for name, body in templates.items():
             body["meta"] = body.pop("_meta", None)
             await client.indices.put_index_template(name=name, **body)
+        # the one summaries index is never rolled over: give it the fields added since it
+        # was created (additive, idempotent; e.g. aichat.experiment, aichat.feedback)
+        summaries = templates[summaries_template_name(settings)]["template"]["mappings"]
+        await client.indices.put_mapping(
+            index=summary_index(settings.elastic_index_prefix), properties=summaries["properties"],
+            ignore_unavailable=True, allow_no_indices=True)
     except (EsConnectionError, ConnectionTimeout) as exc:
         raise DependencyUnavailable(f"Elasticsearch unreachable: {exc}") from exc
     finally:

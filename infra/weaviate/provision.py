@@ -3,7 +3,8 @@
 :func:`ensure_collections` creates the chunk collection (``collection.json``) and the
 document-state collection (``docs-collection.json``) when missing, and adds the
 properties a newer definition has to an existing one (Weaviate adds properties, never
-changes them). Workers may run it at the same moment: "already exists" is success.
+changes them). Workers may run it at the same moment: "already exists" is success. Once
+the name is an alias of an index generation (``aichat reindex``) it creates nothing.
 
 An unreachable Weaviate raises :class:`~streams.errors.DependencyUnavailable` (retriable),
 so a worker started before Weaviate waits for it (streams/resources.py), as its store does.
@@ -15,7 +16,11 @@ import logging
 from typing import Any
 
 import weaviate
-from weaviate.exceptions import UnexpectedStatusCodeError, WeaviateConnectionError
+from weaviate.exceptions import (
+    UnexpectedStatusCodeError,
+    WeaviateConnectionError,
+    WeaviateUnsupportedFeatureError,
+)
 
 from infra.weaviate.schema import render_collection, render_docs_collection
 from streams.config import WeaviateSettings
@@ -40,7 +45,11 @@ async def ensure_collections(settings: WeaviateSettings) -> list[str]:
 
 
 async def create_missing(client: weaviate.WeaviateAsyncClient, settings: WeaviateSettings) -> list[str]:
-    """:func:`ensure_collections` on a connected client."""
+    """:func:`ensure_collections` on a connected client. A serving name that is an alias
+    (``aichat reindex``) is left alone: its generation was made, and is provisioned, by its
+    own workers (infra/generations.py)."""
+    if await _is_alias(client, settings.weaviate_collection):
+        return []
     created = []
     for definition in (render_collection(settings), render_docs_collection(settings)):
         collection = definition["class"]
@@ -56,6 +65,13 @@ async def create_missing(client: weaviate.WeaviateAsyncClient, settings: Weaviat
         log.info("created Weaviate collection %s", collection)
         created.append(collection)
     return created
+
+
+async def _is_alias(client: weaviate.WeaviateAsyncClient, name: str) -> bool:
+    try:
+        return await client.alias.get(alias_name=name) is not None
+    except WeaviateUnsupportedFeatureError:  # a server before 1.32 has no aliases
+        return False
 
 
 async def add_missing_properties(

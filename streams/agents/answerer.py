@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,20 +26,25 @@ from schemas.events import (
     QueryEvent,
     Source,
 )
+from streams.answer_cache_agent import answer_cache
 from streams.delivery import concurrent_queries
 from streams.deltas import coalesce
+from streams.dialogue import Conversations
 from streams.errors import DependencyUnavailable, EffectFailed, ModelMismatch
+from streams.followups import SearchPlan
 from streams.generation import Generator
 from streams.incoming import Incoming
 from streams.metrics import ANSWER_SECONDS
 from streams.passages import Passage
 from streams.resources import AgentContext, Need
-from streams.retrieval import Retriever
+from streams.retrieval import Retrieved, Retriever
 
 log = logging.getLogger(__name__)
 AGENT = "answerer"
 NEEDS: frozenset[Need] = frozenset({"model", "weaviate"})
 SNIPPET_CHARS = 240
+#: what answer_query hands the conversation before ``done``: the search and the answer text
+BeforeDone = Callable[[Retrieved, str], Awaitable[None]]
 
 
 def to_sources(passages: list[Passage]) -> list[Source]:
@@ -97,23 +102,32 @@ async def answer_query(
     started: float,
     *,
     token_interval_s: float,
+    plan: SearchPlan | None = None,
+    before_done: BeforeDone | None = None,
 ) -> dict[str, float]:
     """Retrieve, send the sources, stream the generated text, send ``done``; the timings.
 
     The generator's deltas go through :func:`~streams.deltas.coalesce`: the first at
     once, then at most one ``token`` event per ``token_interval_s``, whatever the
-    generator (an extractive answer is one or two events; an LLM still streams)."""
-    found = await retriever.retrieve(query)
+    generator (an extractive answer is one or two events; an LLM still streams).
+    A follow-up's ``plan`` says what to search (streams/dialogue.py); ``before_done`` gets
+    the search and the answer text before ``done`` goes out (the conversation's turn)."""
+    found = await (retriever.retrieve(query) if plan is None else retriever.retrieve(query, plan))
     timings = {"embed": found.embed_ms, "search": found.search_ms}
-    await reply.emit("sources", sources=to_sources(found.passages))
+    await reply.emit("sources", sources=to_sources(found.passages),
+                     followup=plan.followup if plan is not None else None)
     t = time.perf_counter()
+    answer: list[str] = []
     deltas = coalesce(generator.generate(query.text, found.passages), token_interval_s)
     async with contextlib.aclosing(deltas):
         async for delta in deltas:
             if "first_token" not in timings:
                 timings["first_token"] = _ms_since(started)
+            answer.append(delta)
             await reply.emit("token", delta=delta)
     timings["generate"] = _ms_since(t)
+    if before_done is not None:
+        await before_done(found, "".join(answer))
     timings["total"] = _ms_since(started)
     await reply.emit("done", timings_ms=timings)
     return timings
@@ -122,6 +136,9 @@ async def answer_query(
 def register(app: faust.App, ctx: AgentContext) -> None:
     settings = ctx.settings
     retriever = Retriever(ctx.model, ctx.weaviate, settings)
+    conversations = Conversations(settings, ctx.model)
+    app.task(_keep_started(conversations))
+    cached = answer_cache(app, ctx)  # streams/answer_cache_agent.py: off without a Redis URL
 
     interval_s = settings.answer_token_interval_ms / 1000
 
@@ -131,12 +148,24 @@ def register(app: faust.App, ctx: AgentContext) -> None:
         started = time.perf_counter()
         remaining = (query.deadline - datetime.now(UTC)).total_seconds()
         outcome = "done"
+        asked_at = datetime.now(UTC)
         try:
             if remaining <= 0:
                 raise TimeoutError
             async with asyncio.timeout(remaining):
-                timings = await answer_query(query, reply, retriever, ctx.generator, started,
-                                             token_interval_s=interval_s)
+                turns = await conversations.earlier(query)
+                plan = await conversations.plan(query, turns)
+
+                async def record(found: Retrieved, text: str) -> None:
+                    await conversations.record(query, asked_at, found, text, plan)
+
+                looked = await cached.lookup(query, plan)
+                if looked.hit is not None:  # no embedding, search or generation
+                    timings = await cached.replay(looked.hit, reply, started, record)
+                else:
+                    timings = await answer_query(
+                        query, reply, retriever, ctx.generator, started, token_interval_s=interval_s,
+                        plan=plan, before_done=cached.keeping(query, looked, to_sources, record))
         except TimeoutError:
             outcome = "deadline_exceeded"
             await reply.emit("error", error=AnswerError(
@@ -167,6 +196,25 @@ def register(app: faust.App, ctx: AgentContext) -> None:
     app.agent(ctx.topics.queries, name=AGENT, concurrency=1)(
         concurrent_queries(ctx, AGENT, handle, settings.answer_concurrency)
     )
+
+
+def _keep_started(conversations: Conversations) -> Callable[[], Awaitable[None]]:
+    """An app task: the conversations log runs while the app does (started again while
+    Kafka is not reachable yet), and stops with it."""
+    async def run() -> None:
+        try:
+            while True:
+                try:
+                    await conversations.start()
+                    break
+                except DependencyUnavailable as exc:
+                    log.warning("%s; trying again", exc)
+                    await asyncio.sleep(1.0)
+            await asyncio.Event().wait()
+        finally:
+            await conversations.stop()
+
+    return run
 
 
 def _ms_since(start: float) -> float:

@@ -3,9 +3,10 @@
 Records are shipped as they are (undecodable ones too, marked as failures), in
 micro-batches of up to ``elastic_bulk_size``: documents, chunks, embeddings
 (without vectors), ``indexed`` acknowledgements, queries, answers (every token),
-dead letters, and the processes' own logs (``logs`` topic, streams/log_producer.py).
-Beside them, one summary document per query (streams/summaries.py) is updated
-in the same bulk request.
+dead letters, ratings (``feedback``), and the processes' own logs (``logs`` topic,
+streams/log_producer.py). Beside them, one summary document per query
+(streams/summaries.py; ratings merged by streams/feedback.py) is updated in the same
+bulk request.
 
 Every bulk item is checked (streams/elastic_sink.py): 429/5xx items are sent again,
 an unreachable cluster is retried with capped backoff for as long as it takes
@@ -30,7 +31,8 @@ from streams.topics import raw_topic
 
 AGENT = "shipper"
 NEEDS: frozenset[Need] = frozenset({"elasticsearch"})
-SHIPPED_TOPICS = ("documents", "chunks", "embeddings", "indexed", "queries", "answers", "dlq", "logs")
+SHIPPED_TOPICS = ("documents", "chunks", "embeddings", "indexed", "queries", "answers", "dlq", "logs",
+                  "feedback")
 
 
 async def ship(sink: EventSink, summaries: SummaryBuilder, docs: list[EsDocument]) -> None:

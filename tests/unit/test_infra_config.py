@@ -26,7 +26,8 @@ from streams.config import load_settings
 from streams.errors import ConfigError
 
 # the topics of ARCHITECTURE.md plus `indexed` (index acknowledgements, issue 3)
-ARCHITECTURE_TOPICS = {"documents", "chunks", "embeddings", "indexed", "queries", "answers", "dlq", "logs"}
+ARCHITECTURE_TOPICS = {"documents", "chunks", "embeddings", "indexed", "queries", "answers", "dlq", "logs", "conversations",
+                       "feedback"}
 
 
 def settings(**overrides: object) -> StackSettings:
@@ -159,9 +160,10 @@ def test_cluster_id_is_22_url_safe_chars() -> None:
 def test_topics_file_covers_the_architecture() -> None:
     specs = {spec.name: spec for spec in load_topic_specs()}
     assert set(specs) == ARCHITECTURE_TOPICS
-    assert specs["documents"].config["cleanup.policy"] == "compact"
+    compacted = {"documents", "conversations"}  # sources of truth, newest record per key
+    assert all(specs[n].config["cleanup.policy"] == "compact" for n in compacted)
     assert all(
-        specs[n].config["cleanup.policy"] == "delete" for n in ARCHITECTURE_TOPICS - {"documents"}
+        specs[n].config["cleanup.policy"] == "delete" for n in ARCHITECTURE_TOPICS - compacted
     )
     assert all(isinstance(v, str) for spec in specs.values() for v in spec.config.values())
 

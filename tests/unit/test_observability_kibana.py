@@ -56,10 +56,10 @@ def test_the_objects_asked_for_are_there() -> None:
     assert len(by_type["index-pattern"]) == 2
     titles = " | ".join(by_type["search"])
     for wanted in ("a document's journey", "a question's journey", "failures and dead letters",
-                   "slow answers"):
+                   "slow answers", "answers rated down"):
         assert wanted in titles
     assert len(by_type["dashboard"]) == 1
-    assert len(by_type["visualization"]) == 5
+    assert len(by_type["visualization"]) == 7
 
 
 def test_every_json_in_a_string_parses() -> None:

@@ -11,7 +11,10 @@ import subprocess
 import pytest
 from prometheus_client import REGISTRY
 
+import query_gateway.experiments
+import query_gateway.feedback
 import query_gateway.metrics
+import streams.feedback
 import streams.lag
 import streams.log_producer
 import streams.metrics
@@ -30,7 +33,8 @@ from infra.prometheus import (
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # the processes' metric modules, imported so their metrics are registered
-_REGISTERED_BY = (streams.metrics, streams.lag, streams.log_producer, query_gateway.metrics)
+_REGISTERED_BY = (streams.metrics, streams.lag, streams.log_producer, query_gateway.metrics,
+                  query_gateway.feedback, query_gateway.experiments, streams.feedback)
 
 
 def _promtool() -> str:

@@ -98,6 +98,15 @@ SEARCHES = [
         "One row per answered question slower than the 200 ms objective; open the question's "
         "journey with its query_id to see where the time went.",
     ),
+    SavedSearch(
+        "aichat-rated-down", "AI-Chat: answers rated down", SUMMARIES_VIEW,
+        'event.dataset:"aichat.summary" AND aichat.feedback.rating:<0',
+        ["aichat.text", "aichat.answer", "aichat.feedback.comment", "aichat.variant",
+         "aichat.experiment", "aichat.sources.doc_id", "aichat.user", "aichat.query_id"],
+        [["aichat.feedback.rated_at", "desc"]],
+        "Questions whose asker gave the answer a thumbs down (feedback frame, streams/feedback.py), "
+        "newest rating first, with the comment, the variant and the sources it was built from.",
+    ),
 ]
 
 
@@ -157,6 +166,23 @@ VISUALIZATIONS = [
         [_metric("1", "count"), _over_time("2"), _split("3", "event.dataset")],
         "Failures per interval by dataset: dead letters, failed answers, error log lines.",
         {"x": 0, "y": 24, "w": 48, "h": 12},
+    ),
+    Visualization(
+        "aichat-vis-ratings-by-variant", "AI-Chat: ratings by variant", SUMMARIES_VIEW,
+        'event.dataset:"aichat.summary" AND aichat.feedback.rating:*', "histogram",
+        [_metric("1", "count"), {**_split("2", "aichat.variant"), "schema": "segment"},
+         _split("3", "aichat.feedback.rating")],
+        "Thumbs up (1) and down (-1) per variant of the experiments; aichat experiments report "
+        "NAME gives the rates with their intervals.",
+        {"x": 0, "y": 36, "w": 24, "h": 12},
+    ),
+    Visualization(
+        "aichat-vis-experiment-questions", "AI-Chat: questions by experiment variant", SUMMARIES_VIEW,
+        'event.dataset:"aichat.summary" AND aichat.experiment:*', "pie",
+        [_metric("1", "count"), {**_split("2", "aichat.experiment"), "schema": "segment"},
+         {**_split("3", "aichat.variant"), "schema": "segment"}],
+        "How the experiments split the questions between their variants (server-side assignment).",
+        {"x": 24, "y": 36, "w": 24, "h": 12},
     ),
 ]
 
@@ -237,9 +263,10 @@ def build_objects(prefix: str = DEFAULT_PREFIX) -> list[dict[str, Any]]:
                        "embeddableConfig": {"enhancements": {}}, "panelRefName": f"panel_{n}"})
     objects.append(_object("dashboard", "aichat-overview", {
         "title": "AI-Chat: overview",
-        "description": "Ingest rate, freshness, answers by outcome, answer latency, errors. "
-                       "Saved searches: a document's journey, a question's journey, failures and "
-                       "dead letters, slow answers.",
+        "description": "Ingest rate, freshness, answers by outcome, answer latency, errors, "
+                       "ratings and experiments. Saved searches: a document's journey, a "
+                       "question's journey, failures and dead letters, slow answers, answers "
+                       "rated down.",
         "version": 1, "timeRestore": True, "timeFrom": "now-1h", "timeTo": "now",
         "refreshInterval": {"pause": False, "value": 30_000},
         "optionsJSON": json.dumps({"useMargins": True, "syncColors": False, "syncCursor": True,
