@@ -76,8 +76,6 @@ def test_scaled_objects_measure_each_workers_own_group_and_topics(
         assert obj["spec"]["maxReplicaCount"] == WorkerSettings().topic_partitions == 4
 
 
-@pytest.mark.skipif("index_generation" not in WorkerSettings.model_fields,
-                    reason="no index generations in this version of streams/config.py")
 def test_an_index_generation_scales_on_its_own_ingest_group(tmp_path: Path) -> None:
     scaled = by_kind(render("--set", "config.AICHAT_INDEX_GENERATION=G2"), "ScaledObject")
     settings = WorkerSettings(index_generation="G2", worker_data_dir=tmp_path)
