@@ -79,7 +79,10 @@ class BackupSettings(WorkerSettings):
         return str(snapshots_dir(self.stack_dir)) if local else None
 
     def collections(self) -> list[str]:
-        return [self.weaviate_collection, f"{self.weaviate_collection}Docs"]
+        """The physical collections the ingest role writes: an index generation's
+        (``AICHAT_INDEX_GENERATION``, infra/generations.py) or the configured one."""
+        name = self.index_generation or self.weaviate_collection
+        return [name, f"{name}Docs"]
 
 
 def _weaviate(settings: BackupSettings) -> httpx.AsyncClient:
@@ -127,7 +130,7 @@ async def create_backup(settings: BackupSettings, *, role: str = "ingest",
                                                  indices=sorted(docs), docs=sum(docs.values()))
             manifest.seconds["elasticsearch"] = round(time.monotonic() - began, 2)
     if manifest.weaviate is None and manifest.elasticsearch is None:
-        raise BackupError(f"nothing to back up: no collection {settings.weaviate_collection} in "
+        raise BackupError(f"nothing to back up: no collection {settings.collections()[0]} in "
                           f"Weaviate, no index {settings.elastic_index_prefix}-* in Elasticsearch")
     manifest.completed_at = datetime.now(UTC)
     save_manifest(settings.manifests_dir, manifest)
@@ -183,7 +186,8 @@ def _check_compatible(settings: BackupSettings, manifest: BackupManifest) -> Non
                           "change is a rebuild, not a restore)")
     if manifest.weaviate and not set(manifest.weaviate.collections) <= set(settings.collections()):
         raise BackupError(f"backup {manifest.id} holds {', '.join(manifest.weaviate.collections)}, "
-                          f"not {settings.weaviate_collection} (AICHAT_WEAVIATE_COLLECTION)")
+                          f"not {settings.collections()[0]} (AICHAT_WEAVIATE_COLLECTION, "
+                          "AICHAT_INDEX_GENERATION)")
 
 
 async def restore_backup(settings: BackupSettings, backup_id: str, *, drop_existing: bool = False,

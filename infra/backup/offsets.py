@@ -31,7 +31,7 @@ from infra.backup.manifest import (
 )
 from infra.groups import group_id, role_topics
 from infra.kafka.topics import admin_client
-from streams.config import KafkaSettings
+from streams.config import KafkaSettings, WorkerSettings
 
 TIMEOUT_S = 30.0
 #: the documents topic's settings a manifest records (what protects the source of truth)
@@ -102,7 +102,16 @@ async def _topic_config(admin: AIOKafkaAdminClient, topic: str) -> dict[str, str
     return config
 
 
-async def kafka_point(settings: KafkaSettings, role: str) -> KafkaPoint:
+def ingest_group(settings: WorkerSettings, role: str) -> str:
+    """The consumer group of the role's workers: the Faust app id, which for an index
+    generation's ingest workers is a group of its own (streams/app.py; faust imported here,
+    not by every ``aichat`` command)."""
+    from streams.app import app_id
+
+    return app_id(settings, role)
+
+
+async def kafka_point(settings: WorkerSettings, role: str) -> KafkaPoint:
     """Where the ingest role's group and the shipper's group stand now (see the docstring)."""
     documents = settings.topic("documents")
     admin = admin_client(settings)
@@ -111,7 +120,7 @@ async def kafka_point(settings: KafkaSettings, role: str) -> KafkaPoint:
         if documents not in await admin.list_topics():
             raise BackupError(f"topic {documents} does not exist: nothing was ever ingested "
                               f"with AICHAT_TOPIC_PREFIX={settings.topic_prefix!r}")
-        ingest = await _group_point(settings, admin, group_id(settings, role),
+        ingest = await _group_point(settings, admin, ingest_group(settings, role),
                                     role_topics(settings, "ingest"))
         shipper = await _group_point(settings, admin, group_id(settings, SHIPPER_ROLE), None)
         config = await _topic_config(admin, documents)

@@ -133,6 +133,9 @@ def test_settings_place_manifests_and_the_local_snapshot_repository(tmp_path: Pa
     assert local.manifests_dir == tmp_path / "backups"
     assert local.elastic_location() == str(tmp_path / "elasticsearch" / "snapshots")
     assert local.collections() == ["Chunk", "ChunkDocs"]
+    # an index generation's workers write its physical collection, behind the serving alias
+    generation = BackupSettings(stack_dir=tmp_path, index_generation="Chunk_v2")
+    assert generation.collections() == ["Chunk_v2", "Chunk_v2Docs"]
     remote = BackupSettings(stack_dir=tmp_path, elastic_url="https://es.internal:9200",
                             backup_dir=tmp_path / "elsewhere")
     assert remote.elastic_location() is None  # production: the operator registers the repository
