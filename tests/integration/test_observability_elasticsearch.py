@@ -29,6 +29,7 @@ from schemas.events import (
     ReplyRoute,
     Source,
 )
+from schemas.feedback import FeedbackGiven
 from streams.agents.shipper import ship
 from streams.config import WorkerSettings
 from streams.ecs_logging import EcsJsonFormatter
@@ -252,7 +253,11 @@ async def test_every_dashboard_visualization_aggregates(sink: ElasticSink) -> No
     batch = [topics.record(d, e, "handbook/a") for d, e in _document_events("handbook/a")]
     for query_id, total, fail in (("q-1", 100.0, False), ("q-2", 300.0, False), ("q-3", 0.0, True)):
         query, answers = _question(query_id, total, fail=fail)
+        if query_id == "q-1":  # in an experiment, and rated: the feedback and experiment panels
+            query = query.model_copy(update={"experiment": "retrieval", "variant": "bm25"})
         batch += [topics.record("queries", query), *(topics.record("answers", a) for a in answers)]
+    batch.append(topics.record("feedback", FeedbackGiven(query_id="q-1", trace_id="q-1", rating=-1,
+                                                         variant="bm25", experiment="retrieval")))
     batch.append(topics.record("dlq", DeadLetter(topic="x.chunks", partition=0, offset=1, value="",
                                                  agent="embedder", error_type="InvalidEvent",
                                                  message="empty")))
