@@ -35,6 +35,7 @@ from bench.common import (
     machine_info,
     percentiles,
     print_table,
+    save_result,
 )
 from bench.query import jwt_secret_file
 from infra import stack
@@ -179,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                  "answerer first p50 ms"], rows)
     print(f"hit rate {result['hit_rate']:.1%} over {result['asks']} asks ({result['keys']} keys); "
           f"after the update: {result['after_update']['misses']} misses in {result['after_update']['asks']}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-    print(f"wrote {args.out}")
+    save_result(args.out, result)
     return 0
 
 

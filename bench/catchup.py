@@ -17,10 +17,9 @@ import statistics
 import time
 import uuid
 
-import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.common import RESULTS, machine_info, print_table
+from bench.common import RESULTS, machine_info, print_table, save_result
 from streams.config import WorkerSettings, load_settings
 from streams.conversation_log import ConversationLog
 from streams.conversations import ConversationView
@@ -69,7 +68,7 @@ def main() -> None:
     result = {"calls": args.calls, "catchup_p50_ms": rows["own_connection"]["p50_ms"],
               "baseline_p50_ms": rows["reading_consumer_connection"]["p50_ms"],
               "rows": rows, "machine": machine_info()}
-    (RESULTS / "catchup.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    save_result(RESULTS / "catchup.json", result)
 
 
 if __name__ == "__main__":

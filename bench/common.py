@@ -8,9 +8,11 @@ import platform
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from infra.cleanup import drop_isolated_state
 from infra.up import Child, wait_ready
@@ -110,3 +112,10 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         print("  ".join(c.rjust(w) if n and i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
         if n == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def save_result(path: Path, result: Mapping[str, Any]) -> None:
+    """Write a benchmark's JSON (indented, newline-terminated) and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    print(f"wrote {path}")

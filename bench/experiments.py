@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import connect
 
-from bench.common import RESULTS, free_port, machine_info
+from bench.common import RESULTS, free_port, machine_info, save_result
 from infra.cleanup import drop_isolated_state
 from infra.experiments.report import build_report, fetch_summaries, render
 from infra.up import Child, wait_ready
@@ -217,9 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     print(render(result["report"]))
     print(f"\n{result['asked']} questions asked by {args.users} users in {result['asking_s']} s; "
           f"{result['rated']} ratings sent, {result['merged_ratings']} merged into summaries")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-    print(f"wrote {args.out}")
+    save_result(args.out, result)
     return 0
 
 

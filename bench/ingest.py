@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.common import (
@@ -44,6 +43,7 @@ from bench.common import (
     machine_info,
     percentile,
     print_table,
+    save_result,
 )
 from ingest.readers import read_source
 from ingest.sdk import DocumentPublisher
@@ -411,9 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                     [("records behind", lag["samples"], lag["p50"], lag["p95"], lag["max"], lag["last"])])
     print(f"machine: {result['machine']['cpu']} ({result['machine']['cores']} cores); "
           f"model {result['model']}, backend {result['backend']}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-    print(f"wrote {args.out}")
+    save_result(args.out, result)
     return 0
 
 
